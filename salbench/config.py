@@ -1,0 +1,258 @@
+"""Typed, frozen run configuration.
+
+Precedence (lowest first): dataclass defaults < protocol preset (``configs/protocols/<protocol>.yaml``)
+< the user's ``--config`` YAML < command-line flags. Unknown keys are rejected with the dotted key and
+the file they came from. The resolved configuration is written beside every output
+(:func:`config_to_dict`), and is never mutated after construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from salbench.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+PROTOCOLS = ("acml2024", "reference")
+LABEL_SETS = ("groundtruth", "predicted", "least")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Where outputs go and how the run executes."""
+
+    output_root: str = "runs/embedded"
+    protocol: Literal["acml2024", "reference"] = "acml2024"
+    label_sets: tuple[str, ...] = ("groundtruth",)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    batch_size: int = 64
+    max_batch: int = 1024
+    limit: int = 0
+    seed: int = 0
+    threads: int = 0
+    overwrite: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddedDataConfig:
+    """Parameters of the generated benchmark (SPEC section 2)."""
+
+    seed: int = 0
+    image_size: int = 112
+    n_train: int = 3000
+    n_val: int = 300
+    n_eval: int = 300
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which images to explain and how to preprocess them.
+
+    ``kind``: ``embedded`` (generated under ``root``), ``imagenet`` (``root`` + ``list_csv`` of
+    ``relative/path,label`` lines, boxes from ILSVRC XML files under ``annotations``) or
+    ``imagefolder`` (a class-per-folder tree under ``root``).
+    """
+
+    kind: Literal["embedded", "imagenet", "imagefolder"] = "embedded"
+    root: str = ""
+    list_csv: str = ""
+    annotations: str = ""
+    masks: str = ""
+    split: str = "eval"
+    resize: int = 0
+    crop: int = 0
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    embedded: EmbeddedDataConfig = dataclasses.field(default_factory=EmbeddedDataConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which classifier to explain.
+
+    ``name`` is a model registry id (``embedded_resnet``, ``embedded_vgg`` or any torchvision
+    classifier name); ``weights`` a torchvision weights enum member (read from the torch hub cache,
+    never downloaded by tests) and ``checkpoint`` a local state-dict file (``weights_only=True``).
+    """
+
+    name: str = "embedded_resnet"
+    weights: str = ""
+    checkpoint: str = ""
+    num_classes: int = 0
+    target_layer: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Training of the embedded classifiers (deterministic for ``seed``)."""
+
+    seed: int = 0
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration of one run."""
+
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    methods: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    metrics: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    augmentations: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def method_params(self, method: str) -> dict[str, Any]:
+        """The resolved parameters of ``method`` (protocol preset < config file < flags)."""
+        return dict(self.methods.get(method, {}))
+
+    def metric_params(self, metric: str) -> dict[str, Any]:
+        """The resolved parameters of ``metric``."""
+        return dict(self.metrics.get(metric, {}))
+
+
+def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
+    """Check/convert one YAML value against a type annotation, naming ``key`` on failure."""
+    origin = typing.get_origin(tp)
+    where = f"config key {key!r}" + (f" in {source}" if source else "")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(tp, value, key, source)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            choices = ", ".join(map(str, typing.get_args(tp)))
+            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+        return value
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        items = value if isinstance(value, list | tuple) else [value]
+        return tuple(_convert(item_tp, v, key, source) for v in items)
+    if origin in (Mapping, dict) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): (dict(v) if isinstance(v, Mapping) else v) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str | int | float):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        where = f" in {source}" if source else ""
+        raise ConfigError(f"unknown config key {key!r}{where}; allowed: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _convert(hints[name], value, key, source)
+    return cls(**kwargs)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base`` (mappings merge, other values replace)."""
+    out: dict[str, Any] = {k: (deep_merge(v, {}) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = deep_merge(value, {}) if isinstance(value, Mapping) else value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping (safe loader) or raise a one-line :class:`ConfigError` naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {str(p)!r}{line} is not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, not {type(data).__name__}")
+    return dict(data)
+
+
+def protocol_preset(protocol: str) -> dict[str, Any]:
+    """The parameter preset of a protocol (``configs/protocols/<protocol>.yaml``)."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}; choose from: {', '.join(PROTOCOLS)}")
+    return load_yaml(CONFIG_DIR / "protocols" / f"{protocol}.yaml")
+
+
+def resolve_config(
+    config_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Build the frozen :class:`Config`: defaults < protocol preset < ``config_file`` < ``overrides``.
+
+    Args:
+        config_file: optional YAML file with sections ``run``, ``data``, ``model``, ``train``,
+            ``methods``, ``metrics``, ``augmentations``.
+        overrides: nested mapping from command-line flags (same shape as the YAML).
+    """
+    user = load_yaml(config_file) if config_file else {}
+    overrides = dict(overrides or {})
+    source = str(config_file) if config_file else ""
+    _build(Config, user, "", source)  # reject unknown keys and bad types before anything else
+    _build(Config, overrides, "", "command-line flags")
+    merged = deep_merge(user, overrides)
+    protocol = merged.get("run", {}).get("protocol", RunConfig.protocol)
+    preset = protocol_preset(protocol)
+    _build(Config, preset, "", f"protocol preset {protocol!r}")
+    return _build(Config, deep_merge(preset, merged), "", source)
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """Plain-Python (YAML/JSON-serialisable) view of a config dataclass."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, Mapping):
+        return {str(k): config_to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, tuple | list):
+        return [config_to_dict(v) for v in cfg]
+    return cfg
+
+
+def dump_config(cfg: Config) -> str:
+    """YAML text of the resolved configuration."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
