@@ -209,7 +209,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, not {type(data).__name__}")
+        raise ConfigError(
+            f"config file {str(p)!r} must hold a mapping of sections, not {type(data).__name__}"
+        )
     return dict(data)
 
 

@@ -37,7 +37,9 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise ConfigError(f"unknown {self.kind} {name!r}; choose from: {', '.join(self._items)}") from None
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}; choose from: {', '.join(self._items)}"
+            ) from None
 
     def names(self) -> list[str]:
         return list(self._items)
