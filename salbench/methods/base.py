@@ -115,9 +115,8 @@ def build_params(cls: type[MethodParams], values: Mapping[str, Any], method: str
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(
-            f"unknown parameter {unknown[0]!r} for method {method!r}; allowed: {', '.join(sorted(names)) or 'none'}"
-        )
+        allowed = ", ".join(sorted(names)) or "none"
+        raise ConfigError(f"unknown parameter {unknown[0]!r} for method {method!r}; allowed: {allowed}")
     out = {}
     for f in dataclasses.fields(cls):
         if f.name in values:
