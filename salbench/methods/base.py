@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -78,6 +78,14 @@ class SaliencyMethod(abc.ABC):
         self.model = model
         self.context = context
         self.params = params if params is not None else self.params_cls()
+
+    def fit(self, batches: Iterable[torch.Tensor]) -> None:
+        """Estimate whatever the method needs from the evaluated images before explaining them.
+
+        Called once per run with an iterable of normalised image batches (N,C,H,W). Default: nothing.
+        IBA overrides it to estimate the feature mean/std at its layer.
+        """
+        return None
 
     @property
     def store_id(self) -> str:
