@@ -33,7 +33,7 @@ class RunConfig:
 
     output_root: str = "runs/embedded"
     protocol: Literal["acml2024", "reference"] = "acml2024"
-    label_sets: tuple[str, ...] = ("groundtruth",)
+    label_sets: tuple[Literal["groundtruth", "predicted", "least"], ...] = ("groundtruth",)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     batch_size: int = 64
     max_batch: int = 1024

@@ -1,0 +1,1 @@
+"""Data: image lists, ILSVRC boxes, preprocessing, the embedded benchmark."""

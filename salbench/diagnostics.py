@@ -1,0 +1,142 @@
+"""Stage 1: per-image ground-truth, top-1 and least-likely labels and probabilities.
+
+Probabilities are the softmax of the model's logits on the evaluation crop (eval mode). The three
+label sets of the later stages are read from here (:func:`read_targets`), so every stage explains the
+same targets.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from salbench.data.sources import iter_batches
+from salbench.errors import DataError
+from salbench.methods.scoped import model_mode
+from salbench.outputs import write_csv, write_json, write_run_record
+from salbench.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+DIAGNOSTICS_COLUMNS = [
+    "image_id",
+    "path",
+    "groundtruth_label",
+    "groundtruth_name",
+    "groundtruth_prob",
+    "predicted_label",
+    "predicted_name",
+    "predicted_prob",
+    "least_label",
+    "least_name",
+    "least_prob",
+    "correct",
+]
+# Column holding the target class / its probability for each label set.
+LABEL_SET_COLUMNS = {
+    "groundtruth": ("groundtruth_label", "groundtruth_prob"),
+    "predicted": ("predicted_label", "predicted_prob"),
+    "least": ("least_label", "least_prob"),
+}
+
+
+@torch.no_grad()
+def compute_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
+    """Run the model over every listed image; one row per image in list order (DIAGNOSTICS_COLUMNS)."""
+    names = ws.data.class_names
+    rows = []
+    bs = ws.cfg.run.batch_size
+    n_batches = -(-len(ws.data.records) // bs)
+    with model_mode(ws.model, False):
+        for idx, images, labels in tqdm(
+            iter_batches(ws.data, bs), total=n_batches, desc="diagnostics", disable=not progress
+        ):
+            probs = torch.softmax(ws.model(images.to(ws.runtime.torch_device)).float(), dim=1).cpu()
+            gt = probs.gather(1, labels.view(-1, 1)).squeeze(1)
+            p_top, top = probs.max(1)
+            p_low, low = probs.min(1)
+            for k, i in enumerate(idx):
+                rec = ws.data.records[int(i)]
+                rows.append(
+                    {
+                        "image_id": rec.image_id,
+                        "path": str(rec.path.relative_to(ws.data.root)),
+                        "groundtruth_label": int(labels[k]),
+                        "groundtruth_name": names[int(labels[k])],
+                        "groundtruth_prob": float(gt[k]),
+                        "predicted_label": int(top[k]),
+                        "predicted_name": names[int(top[k])],
+                        "predicted_prob": float(p_top[k]),
+                        "least_label": int(low[k]),
+                        "least_name": names[int(low[k])],
+                        "least_prob": float(p_low[k]),
+                        "correct": bool(top[k] == labels[k]),
+                    }
+                )
+    return pd.DataFrame(rows, columns=DIAGNOSTICS_COLUMNS)
+
+
+def complete_info(frame: pd.DataFrame) -> dict[str, list]:
+    """The original study's ``complete_info.json`` layout (its scripts read these keys)."""
+    return {
+        "Filenames": frame["path"].tolist(),
+        "GroundtruthLabels": frame["groundtruth_label"].astype(int).tolist(),
+        "GroundtruthProbs": frame["groundtruth_prob"].astype(float).tolist(),
+        "PredictedLabels": frame["predicted_label"].astype(int).tolist(),
+        "PredictedProbs": frame["predicted_prob"].astype(float).tolist(),
+        "WorstLabels": frame["least_label"].astype(int).tolist(),
+        "WorstProbs": frame["least_prob"].astype(float).tolist(),
+    }
+
+
+def run_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
+    """Stage 1: write diagnostics.csv, complete_info.json, a calibration summary, config and manifest.
+
+    Skips the computation when diagnostics.csv exists for the same image list (unless overwrite).
+    """
+    out = ws.layout.diagnostics_dir
+    csv = ws.layout.diagnostics_csv
+    if csv.is_file() and not ws.cfg.run.overwrite:
+        frame = pd.read_csv(csv)
+        if frame["image_id"].astype(str).tolist() == ws.data.ids:
+            log.info(
+                "diagnostics exist for these %d images: %s (use --overwrite to recompute)", len(frame), csv
+            )
+            return frame
+    frame = compute_diagnostics(ws, progress)
+    probs_gt = torch.tensor(frame["groundtruth_prob"].to_numpy())
+    summary = {
+        "n_images": len(frame),
+        "top1_accuracy": float(frame["correct"].mean()),
+        "n_misclassified": int((~frame["correct"]).sum()),
+        "gt_prob_median": float(probs_gt.median()),
+        "gt_prob_mean": float(probs_gt.mean()),
+    }
+    write_csv(csv, frame)
+    write_json(out / "complete_info.json", complete_info(frame))
+    write_run_record(out, ws.cfg, ws.runtime, "diagnostics", {"summary": summary, **ws.describe()})
+    return frame
+
+
+def read_targets(diagnostics_csv: Path, label_set: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Targets (N,) int64 and their stage-1 probabilities (N,) float64 for ``label_set``, in ``ids`` order.
+
+    Raises:
+        DataError: when stage 1 has not run or does not cover ``ids``.
+    """
+    if not diagnostics_csv.is_file():
+        raise DataError(f"{str(diagnostics_csv)!r} not found: run main/diagnostics.py first")
+    frame = pd.read_csv(diagnostics_csv, dtype={"image_id": str}).set_index("image_id")
+    missing = [i for i in ids if i not in frame.index]
+    if missing:
+        raise DataError(
+            f"{str(diagnostics_csv)!r} has no row for image {missing[0]!r}: rerun main/diagnostics.py"
+        )
+    label_col, prob_col = LABEL_SET_COLUMNS[label_set]
+    sub = frame.loc[ids]
+    return sub[label_col].to_numpy(np.int64), sub[prob_col].to_numpy(np.float64)

@@ -1,0 +1,68 @@
+"""Where every output of a run lives (one place, so stages and the README agree)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from salbench.config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLayout:
+    """Paths under the run's output root.
+
+    ``<root>/benchmark/``                     generated embedded benchmark (embedded runs only)
+    ``<root>/models/``                        trained embedded checkpoints + training/calibration CSVs
+    ``<root>/<model>/diagnostics/``           stage 1: diagnostics.csv, complete_info.json
+    ``<root>/<model>/maps/<label_set>/<method>.zarr``   stage 2 map stores
+    ``<root>/<model>/evaluation/<label_set>/``          stage 3 per-image and summary CSVs
+    ``<root>/results.csv``                    tidy long-format results of every stage
+    ``<root>/report/``                        stage 5 tables, figures, REPORT.md
+    """
+
+    root: Path
+    model: str
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> RunLayout:
+        return cls(Path(cfg.run.output_root), cfg.model.name)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / self.model
+
+    @property
+    def diagnostics_dir(self) -> Path:
+        return self.model_dir / "diagnostics"
+
+    @property
+    def diagnostics_csv(self) -> Path:
+        return self.diagnostics_dir / "diagnostics.csv"
+
+    def maps(self, label_set: str, method: str) -> Path:
+        return self.model_dir / "maps" / label_set / f"{method}.zarr"
+
+    def evaluation_dir(self, label_set: str) -> Path:
+        return self.model_dir / "evaluation" / label_set
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+
+def embedded_checkpoint(cfg: Config) -> Path:
+    """Default checkpoint path of an embedded model (depends on model name, data seed and train seed)."""
+    return (
+        Path(cfg.run.output_root)
+        / "models"
+        / f"{cfg.model.name}_data{cfg.data.embedded.seed}_seed{cfg.train.seed}.pt"
+    )

@@ -1,0 +1,142 @@
+"""Build classifiers: the embedded models, any torchvision classifier by name, local checkpoints.
+
+Nothing here downloads: torchvision weights are read from the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``, where ``torchvision.models.<name>(weights=...)`` stores them), and
+every checkpoint is loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from salbench.config import ModelConfig
+from salbench.errors import ConfigError, DataError
+from salbench.models.embedded import EmbeddedResNet, EmbeddedVGG
+from salbench.registry import Registry
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODELS: Registry[Callable[[int], nn.Module]] = Registry("embedded model")
+EMBEDDED_MODELS.register("embedded_resnet")(lambda num_classes: EmbeddedResNet(num_classes=num_classes))
+EMBEDDED_MODELS.register("embedded_vgg")(lambda num_classes: EmbeddedVGG(num_classes=num_classes))
+
+
+def model_names() -> list[str]:
+    """Every model id accepted by ``model.name``: the embedded models, then torchvision classifiers."""
+    return [*EMBEDDED_MODELS.names(), *torchvision.models.list_models(module=torchvision.models)]
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a state dict (and metadata, if the file has one) without unpickling arbitrary objects.
+
+    Accepts a bare state dict, or a dict with ``state_dict`` / ``model`` and optional ``meta``.
+
+    Raises:
+        DataError: naming the file when it is missing or not a readable tensor checkpoint.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"checkpoint {str(p)!r} does not exist")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt/unsafe files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"checkpoint {str(p)!r} cannot be loaded safely: {reason[:200]}") from None
+    if not isinstance(obj, Mapping):
+        raise DataError(f"checkpoint {str(p)!r} does not hold a state dict")
+    meta = dict(obj.get("meta", {})) if isinstance(obj.get("meta", {}), Mapping) else {}
+    for key in ("state_dict", "model"):
+        if isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    state = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise DataError(f"checkpoint {str(p)!r} holds no tensors")
+    return state, meta
+
+
+def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise DataError(f"checkpoint {source!r} does not fit the model: {first}") from None
+
+
+def torchvision_weights_file(name: str, weights: str) -> tuple[Any, Path]:
+    """The weights enum member and the hub-cache path its file lives at (may not exist yet)."""
+    try:
+        enum = torchvision.models.get_model_weights(name)
+    except (ValueError, KeyError):
+        raise ConfigError(f"model {name!r} has no torchvision weights enum") from None
+    try:
+        member = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        choices = ", ".join(m.name for m in enum)
+        raise ConfigError(f"unknown weights {weights!r} for model {name!r}; choose from: {choices}") from None
+    filename = Path(member.url.split("/")[-1])
+    return member, Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def build_model(cfg: ModelConfig, num_classes: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the classifier of ``cfg`` in eval mode on CPU and return it with its provenance.
+
+    Args:
+        cfg: model section of the run configuration.
+        num_classes: number of classes of the data set (used when the model/weights do not fix it).
+
+    Returns:
+        ``(model, info)`` where ``info`` records name, weights, checkpoint, number of classes.
+    """
+    n_classes = cfg.num_classes or num_classes
+    info: dict[str, Any] = {"name": cfg.name, "weights": cfg.weights, "checkpoint": cfg.checkpoint}
+    if cfg.name in EMBEDDED_MODELS:
+        if cfg.weights:
+            raise ConfigError(f"model {cfg.name!r} has no torchvision weights; use model.checkpoint")
+        if not cfg.checkpoint:
+            raise ConfigError(
+                f"model {cfg.name!r} needs model.checkpoint (train it with main/train_embedded.py)"
+            )
+        state, meta = load_checkpoint(cfg.checkpoint)
+        n_classes = int(meta.get("num_classes", n_classes or 10))
+        model = EMBEDDED_MODELS.get(cfg.name)(n_classes)
+        _load_state(model, state, cfg.checkpoint)
+        info["meta"] = meta
+    elif cfg.name in torchvision.models.list_models(module=torchvision.models):
+        model, n_classes = _build_torchvision(cfg, n_classes, info)
+    else:
+        raise ConfigError(f"unknown model {cfg.name!r}; choose an embedded model or a torchvision classifier")
+    info["num_classes"] = n_classes
+    return model.eval(), info
+
+
+def _build_torchvision(cfg: ModelConfig, n_classes: int, info: dict[str, Any]) -> tuple[nn.Module, int]:
+    if cfg.weights and cfg.checkpoint:
+        raise ConfigError("give model.weights or model.checkpoint, not both")
+    if cfg.weights:
+        member, path = torchvision_weights_file(cfg.name, cfg.weights)
+        n_classes = len(member.meta.get("categories", [])) or n_classes or 1000
+        if not path.is_file():
+            raise DataError(
+                f"weights {cfg.name}.{member.name} not found at {str(path)!r} (torch hub cache); "
+                f"fetch them once on a machine with internet or pass model.checkpoint"
+            )
+        state, _ = load_checkpoint(path)
+        info["weights_file"] = str(path)
+    elif cfg.checkpoint:
+        state, _ = load_checkpoint(cfg.checkpoint)
+        n_classes = n_classes or 1000
+    else:
+        log.warning("model %s has neither weights nor checkpoint: random initialisation", cfg.name)
+        state, n_classes = {}, n_classes or 1000
+    model = torchvision.models.get_model(cfg.name, weights=None, num_classes=n_classes)
+    if state:
+        _load_state(model, state, info.get("weights_file", cfg.checkpoint))
+    return model, n_classes
