@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny ImageNet-layout data set written by the tests themselves."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def write_xml(path: Path, stem: str, width: int, height: int, boxes: list[tuple[int, int, int, int]]) -> None:
+    objs = "".join(
+        f"<object><name>n01440764</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for b in boxes
+    )
+    path.write_text(
+        f"<annotation><folder>val</folder><filename>{stem}</filename><size><width>{width}</width>"
+        f"<height>{height}</height><depth>3</depth></size>{objs}</annotation>"
+    )
+
+
+@pytest.fixture
+def imagenet_fixture(tmp_path: Path) -> Path:
+    """Six solid-colour JPEG-free PNG 'validation images', a list CSV and ILSVRC XML boxes."""
+    root = tmp_path / "imagenet"
+    (root / "val").mkdir(parents=True)
+    (root / "boxes").mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(6):
+        stem = f"ILSVRC2012_val_{i + 1:08d}"
+        w, h = 80 + 8 * i, 64
+        arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(root / "val" / f"{stem}.png")
+        write_xml(root / "boxes" / f"{stem}.xml", stem, w, h, [(4, 6, w // 2, h - 10)])
+        lines.append(f"val/{stem}.png,{(7 * i) % 1000}")
+    (root / "val_list.csv").write_text("\n".join(lines) + "\n")
+    return root

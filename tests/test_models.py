@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+import torchvision
+
+from salbench.config import ModelConfig
+from salbench.errors import ConfigError, DataError
+from salbench.models import EmbeddedResNet, EmbeddedVGG, build_model, get_submodule, resolve_target_layer
+from salbench.models.registry import load_checkpoint, torchvision_weights_file
+
+
+@pytest.mark.parametrize(("cls", "spec"), [(EmbeddedResNet, "layer4[-1]"), (EmbeddedVGG, "features[-1]")])
+def test_embedded_target_layer_is_7x7(cls, spec):
+    model = cls(num_classes=10).eval()
+    name, layer = resolve_target_layer(model)
+    assert name == spec
+    seen = {}
+
+    def hook(module, inputs, output):
+        seen["shape"] = tuple(output.shape)
+
+    h = layer.register_forward_hook(hook)
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, 112, 112))
+    h.remove()
+    assert out.shape == (2, 10)
+    assert seen["shape"][2:] == (7, 7)
+
+
+def test_torchvision_rules_share_the_code_path():
+    resnet = torchvision.models.resnet18(weights=None)
+    vgg = torchvision.models.vgg11_bn(weights=None)
+    assert resolve_target_layer(resnet)[1] is resnet.layer4[-1]
+    assert resolve_target_layer(vgg)[1] is vgg.features[-1]
+    assert isinstance(vgg.features[-1], torch.nn.MaxPool2d)
+    assert get_submodule(vgg, "features.3") is vgg.features[3]
+    assert get_submodule(resnet, "layer3[0].conv1") is resnet.layer3[0].conv1
+
+
+@pytest.mark.parametrize("spec", ["layer9[-1]", "layer4[5]", "layer4[-1", ".layer4", ""])
+def test_bad_target_layer(spec):
+    with pytest.raises(ConfigError, match="target layer"):
+        get_submodule(EmbeddedResNet(), spec)
+
+
+def test_checkpoint_round_trip_and_unsafe_file(tmp_path):
+    model = EmbeddedResNet(num_classes=4)
+    path = tmp_path / "m.pt"
+    torch.save({"state_dict": model.state_dict(), "meta": {"num_classes": 4}}, path)
+    built, info = build_model(ModelConfig(name="embedded_resnet", checkpoint=str(path)))
+    assert info["num_classes"] == 4 and not built.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, built.state_dict()[k])
+
+    # an arbitrary Python object: refused by the weights-only unpickler
+    torch.save({"state_dict": model.state_dict(), "evil": argparse.Namespace(x=1)}, tmp_path / "evil.pt")
+    with pytest.raises(DataError, match="cannot be loaded safely"):
+        load_checkpoint(tmp_path / "evil.pt")
+    with pytest.raises(DataError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+def test_checkpoint_that_does_not_fit(tmp_path):
+    torch.save(EmbeddedResNet(num_classes=4).state_dict(), tmp_path / "r.pt")
+    with pytest.raises(DataError, match="does not fit the model"):
+        build_model(ModelConfig(name="embedded_vgg", checkpoint=str(tmp_path / "r.pt")))
+
+
+def test_torchvision_weights_read_from_hub_cache_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        with pytest.raises(DataError, match=r"not found at .*torch hub cache"):
+            build_model(ModelConfig(name="resnet18", weights="IMAGENET1K_V1"))
+        _, path = torchvision_weights_file("resnet18", "IMAGENET1K_V1")
+        path.parent.mkdir(parents=True)
+        ref = torchvision.models.resnet18(weights=None)
+        torch.save(ref.state_dict(), path)
+        model, info = build_model(ModelConfig(name="resnet18", weights="IMAGENET1K_V1"))
+        assert info["num_classes"] == 1000
+        assert torch.equal(model.fc.weight, ref.fc.weight)
+    finally:
+        torch.hub.set_dir(str(torch.hub._get_torch_home() + "/hub"))
+
+
+def test_unknown_model_and_weights():
+    with pytest.raises(ConfigError, match="unknown model 'resnet5000'"):
+        build_model(ModelConfig(name="resnet5000"))
+    with pytest.raises(ConfigError, match="unknown weights 'IMAGENET9K'"):
+        build_model(ModelConfig(name="resnet18", weights="IMAGENET9K"))
+    with pytest.raises(ConfigError, match=r"needs model\.checkpoint"):
+        build_model(ModelConfig(name="embedded_resnet"))
