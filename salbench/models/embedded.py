@@ -3,8 +3,10 @@
 Module names follow torchvision (``conv1, bn1, relu, maxpool, layer1..layer4, avgpool, fc`` for the
 ResNet; ``features, avgpool, classifier`` for the VGG), so the target-layer rules (``layer4[-1]``,
 ``features[-1]``) are the same code path as for ResNet50 / VGG16. At the embedded input size (112x112)
-both give a 7x7 grid at the target layer, like ResNet50/VGG16 at 224x224: the ResNet's stem has stride
-2 and no max-pool (total stride 16 instead of 32), the VGG has four pooling stages instead of five.
+both give a 7x7 grid at the target layer, like ResNet50/VGG16 at 224x224: the ResNet keeps torchvision's
+stem (strided conv + max-pool, stride 4) and its stage strides are (1, 2, 2, 1) instead of (1, 2, 2, 2),
+so the total stride is 16 instead of 32; the VGG has four pooling stages instead of five. Widths are
+small so that the embedded default runs on two CPU cores in minutes.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from torchvision.models.resnet import BasicBlock
 
 
 class EmbeddedResNet(nn.Module):
-    """ResNet-style classifier: stem conv (stride 2) + four stages of BasicBlocks.
+    """ResNet-style classifier: stem (3x3 conv stride 2, max-pool stride 2) + four stages of BasicBlocks.
 
     Args:
         num_classes: number of output logits.
         widths: channels of layer1..layer4.
         blocks: BasicBlocks per stage.
+        strides: stride of the first block of each stage.
 
     Shapes: input (N,3,112,112) -> ``layer4`` output (N,widths[3],7,7) -> logits (N,num_classes).
     """
@@ -30,17 +33,18 @@ class EmbeddedResNet(nn.Module):
         num_classes: int = 10,
         widths: tuple[int, int, int, int] = (16, 32, 64, 128),
         blocks: tuple[int, int, int, int] = (1, 1, 1, 1),
+        strides: tuple[int, int, int, int] = (1, 2, 2, 1),
     ) -> None:
         super().__init__()
         self.inplanes = widths[0]
         self.conv1 = nn.Conv2d(3, widths[0], kernel_size=3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.Identity()
-        self.layer1 = self._make_layer(widths[0], blocks[0], stride=1)
-        self.layer2 = self._make_layer(widths[1], blocks[1], stride=2)
-        self.layer3 = self._make_layer(widths[2], blocks[2], stride=2)
-        self.layer4 = self._make_layer(widths[3], blocks[3], stride=2)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(widths[0], blocks[0], stride=strides[0])
+        self.layer2 = self._make_layer(widths[1], blocks[1], stride=strides[1])
+        self.layer3 = self._make_layer(widths[2], blocks[2], stride=strides[2])
+        self.layer4 = self._make_layer(widths[3], blocks[3], stride=strides[3])
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(widths[3], num_classes)
         for m in self.modules():
@@ -81,7 +85,7 @@ class EmbeddedVGG(nn.Module):
     def __init__(
         self,
         num_classes: int = 10,
-        cfg: tuple[int | str, ...] = (16, "M", 32, "M", 64, 64, "M", 128, 128, "M"),
+        cfg: tuple[int | str, ...] = (8, "M", 16, "M", 32, "M", 64, 64, "M"),
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []

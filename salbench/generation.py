@@ -1,0 +1,214 @@
+"""Stage 2: generate saliency maps into the resumable map store.
+
+For each label set and method: targets come from stage 1, the map store at
+``<root>/<model>/maps/<label_set>/<method>.zarr`` is opened (or resumed), and the pending rows are
+explained in fixed, aligned batches. Random draws are seeded per aligned batch (``seed``, method id,
+batch index), so a resumed run writes exactly the maps an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import zlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from salbench.config import config_to_dict
+from salbench.data.sources import iter_batches
+from salbench.diagnostics import read_targets
+from salbench.methods import METHODS, SaliencyMethod, build_params
+from salbench.methods.rise import generate_masks, load_masks, save_masks
+from salbench.passes import count_passes
+from salbench.store import MapStore
+from salbench.workspace import Workspace, open_workspace
+
+log = logging.getLogger(__name__)
+
+
+def build_method(ws: Workspace, method_id: str, overrides: Mapping[str, Any] | None = None) -> SaliencyMethod:
+    """Instantiate ``method_id`` with its resolved params (protocol preset < config < ``overrides``)."""
+    cls = METHODS.get(method_id)
+    values = {**ws.cfg.method_params(method_id), **(overrides or {})}
+    return cls(ws.model, ws.context, build_params(cls.params_cls, values, method_id))
+
+
+def methods_of_family(*families: str) -> list[str]:
+    """Registry ids whose ``family`` is one of ``families`` (registry order)."""
+    return [m for m in METHODS.names() if METHODS.get(m).family in families]
+
+
+def batch_generator(ws: Workspace, store_id: str, batch_index: int) -> torch.Generator:
+    """Generator for one aligned batch: a stable function of (run seed, method, batch index)."""
+    seed = (ws.cfg.run.seed * 1_000_003 + zlib.crc32(store_id.encode()) * 7919 + batch_index) % 2**63
+    g = torch.Generator(device=ws.runtime.device)
+    g.manual_seed(seed)
+    return g
+
+
+def _prepare(ws: Workspace, method: SaliencyMethod, progress: bool) -> None:
+    """Run-level state: RISE masks (drawn once per run and saved), IBA statistics over all images."""
+    if hasattr(method, "set_masks"):
+        p = method.params
+        path = (
+            ws.layout.model_dir
+            / "maps"
+            / f"rise_masks_n{p.n_masks}_s{p.grid_size}_p{p.p1}_seed{ws.cfg.run.seed}.npy"
+        )
+        if path.is_file():
+            masks = load_masks(path)
+        else:
+            h, w = _input_size(ws)
+            g = torch.Generator(device=ws.runtime.device).manual_seed(ws.cfg.run.seed)
+            masks = generate_masks(p.n_masks, p.grid_size, p.p1, (h, w), g)
+            save_masks(masks, path)
+        method.set_masks(masks.to(ws.runtime.device))
+    if type(method).fit is not SaliencyMethod.fit:
+        batches = (
+            images.to(ws.runtime.device)
+            for _, images, _ in tqdm(
+                iter_batches(ws.data, ws.cfg.run.batch_size),
+                desc=f"{method.store_id}: fit",
+                disable=not progress,
+            )
+        )
+        method.fit(batches)
+
+
+def _input_size(ws: Workspace) -> tuple[int, int]:
+    side = ws.data.preprocess.crop or ws.data.preprocess.resize
+    return side, side
+
+
+def _open_store(ws: Workspace, label_set: str, method: SaliencyMethod) -> MapStore:
+    attrs = {
+        "method": method.describe(),
+        "label_set": label_set,
+        "model": ws.cfg.model.name,
+        "dataset": ws.data.name,
+        "protocol": ws.cfg.run.protocol,
+        "seed": ws.cfg.run.seed,
+        "batch_size": ws.cfg.run.batch_size,
+        "target_layer": ws.target_layer,
+        "data": config_to_dict(ws.cfg.data),
+        "model_config": config_to_dict(ws.cfg.model),
+    }
+    path = ws.layout.maps(label_set, method.store_id)
+    if ws.cfg.run.overwrite and path.exists():
+        return MapStore.open(path, ws.data.ids, _input_size(ws), attrs=_jsonable(attrs), overwrite=True)
+    return MapStore.open(path, ws.data.ids, _input_size(ws), attrs=_jsonable(attrs))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+@dataclasses.dataclass
+class GenerationRecord:
+    """What one (label set, method) run did; printed by the scripts and stored in the store attrs."""
+
+    label_set: str
+    method: str
+    n_images: int
+    n_computed: int
+    seconds: float
+    forward_rows: int
+    backward_rows: int
+
+    @property
+    def passes_per_image(self) -> float:
+        return (self.forward_rows + self.backward_rows) / max(self.n_computed, 1)
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / max(self.n_computed, 1)
+
+
+def generate(
+    ws: Workspace,
+    method_ids: Iterable[str],
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> list[GenerationRecord]:
+    """Stage 2 for every label set of the config x ``method_ids``; returns one record per pair."""
+    records = []
+    bs = ws.cfg.run.batch_size
+    n = len(ws.data.records)
+    for label_set in ws.cfg.run.label_sets:
+        targets, _ = read_targets(ws.layout.diagnostics_csv, label_set, ws.data.ids)
+        for method_id in method_ids:
+            method = build_method(ws, method_id, overrides)
+            store = _open_store(ws, label_set, method)
+            pending = store.pending()
+            if len(pending) == 0:
+                log.info("%s/%s: complete (%d maps), skipped", label_set, method.store_id, n)
+                records.append(GenerationRecord(label_set, method.store_id, n, 0, 0.0, 0, 0))
+                continue
+            _prepare(ws, method, progress)
+            batches = sorted({int(r) // bs for r in pending})
+            t0 = time.perf_counter()
+            with count_passes(ws.model) as passes:
+                for b in tqdm(batches, desc=f"{label_set}/{method.store_id}", disable=not progress):
+                    rows = np.arange(b * bs, min((b + 1) * bs, n))
+                    _, images, _ = next(iter_batches(ws.data, bs, rows))
+                    tgt = torch.as_tensor(targets[rows], device=ws.runtime.device)
+                    maps = method(images.to(ws.runtime.device), tgt, batch_generator(ws, method.store_id, b))
+                    store.write(rows, maps.detach().float().cpu().numpy())
+            rec = GenerationRecord(
+                label_set,
+                method.store_id,
+                n,
+                sum(min((b + 1) * bs, n) - b * bs for b in batches),
+                time.perf_counter() - t0,
+                passes.forward_rows,
+                passes.backward_rows,
+            )
+            store.update_attrs({"last_run": _jsonable(dataclasses.asdict(rec))})
+            records.append(rec)
+    return records
+
+
+def generation_parser(description: str, method_ids: list[str], deprocess: bool = False):
+    """Parser of a generation script: common flags + ``--method`` (+ ``--deprocess`` for gradients)."""
+    from salbench.cli import common_parser
+
+    p = common_parser(description)
+    p.add_argument(
+        "--method", nargs="+", choices=method_ids, help=f"methods to run (default: {' '.join(method_ids)})"
+    )
+    if deprocess:
+        p.add_argument(
+            "--deprocess",
+            choices=["smoothgrad", "jacobgil"],
+            help="gradient normalisation (default smoothgrad)",
+        )
+    return p
+
+
+def run_generation_script(args: Any, method_ids: list[str]) -> int:
+    """Body of every generation script: config -> workspace -> :func:`generate` -> printed summary."""
+    from salbench.cli import config_from_args, configure_logging
+
+    configure_logging(args.verbose)
+    ws = open_workspace(config_from_args(args))
+    overrides = {"deprocess": args.deprocess} if getattr(args, "deprocess", None) else {}
+    records = generate(ws, args.method or method_ids, overrides)
+    for r in records:
+        if r.n_computed:
+            print(
+                f"{r.label_set:12s} {r.method:32s} {r.n_computed:6d} maps "
+                f"{r.seconds_per_image * 1000:9.1f} ms/image {r.passes_per_image:8.1f} model passes/image"
+            )
+        else:
+            print(f"{r.label_set:12s} {r.method:32s} complete, skipped")
+    print(f"maps under {ws.layout.model_dir / 'maps'}")
+    return 0

@@ -1,0 +1,205 @@
+"""Robustness metrics: Max-Sensitivity and Avg-Sensitivity of an explanation to input noise.
+
+Reproduces Quantus 0.6 ``MaxSensitivity`` / ``AvgSensitivity`` with the study's arguments
+(``nr_samples=10``, ``lower_bound=0.2``, ``abs=True``, ``normalise=False``, Frobenius norms, difference
+as similarity, ``explain_func=quantus.explain`` with ``method="Saliency"``):
+
+* each sample adds independent uniform noise U[-0.2, 0.2) to every entry of the *normalised* input;
+* the stored map ``a`` and the re-explanation ``a'`` of the noisy input both go through ``|.|``,
+  nothing else (no normalisation);
+* score per sample: ``||a - a'||_F / ||a||_F``; Max-Sensitivity takes the maximum over samples,
+  Avg-Sensitivity the mean (NaN samples are ignored, as Quantus' ``nanmax`` / ``nanmean``).
+
+Who re-explains is the caller's choice, passed as ``explain``: the acml2024 protocol re-explains with
+:func:`saliency_explainer` (what ``quantus.explain(method="Saliency")`` computes) for *every* method,
+so the map under test is compared with a plain-gradient map; the reference protocol (Yeh et al.,
+Bhatt et al.) passes the method under test itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from salbench.errors import ConfigError, DataError
+from salbench.methods.scoped import frozen_parameters, model_mode
+from salbench.metrics.base import METRICS, Metric, MetricParams
+
+Explain = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``explain(images (M,C,H,W), targets (M,)) -> maps (M,H,W)``."""
+
+Perturb = Callable[[torch.Tensor, int, torch.Generator | None], torch.Tensor]
+"""``perturb(images (N,C,H,W), nr_samples, generator) -> (S,N,C,H,W)`` perturbed inputs."""
+
+
+def uniform_noise(lower_bound: float = 0.2) -> Perturb:
+    """Quantus' ``uniform_noise`` with ``upper_bound=None``: add U[-b, b) noise to every input entry.
+
+    The noise is drawn in float64 and the sum cast back to the input dtype, as Quantus does.
+    """
+    if lower_bound <= 0:
+        raise ConfigError(f"lower_bound: must be positive, got {lower_bound}")
+
+    def perturb(images: torch.Tensor, nr_samples: int, generator: torch.Generator | None) -> torch.Tensor:
+        size = (nr_samples, *images.shape)
+        device = generator.device if generator is not None else images.device
+        noise = torch.rand(size, generator=generator, dtype=torch.float64, device=device).to(images.device)
+        noise = noise * (2.0 * lower_bound) - lower_bound
+        return (images.unsqueeze(0).to(torch.float64) + noise).to(images.dtype)
+
+    return perturb
+
+
+def saliency_explainer(model: nn.Module) -> Explain:
+    """What ``quantus.explain(model, x, y, method="Saliency")`` computes (Quantus 0.6 + captum).
+
+    captum's ``Saliency`` with its default ``abs=True`` (absolute gradient of the target *logit*, no
+    softmax, Simonyan et al. 2014), then Quantus' default reduction: the **sum** over channels. The
+    model runs in eval mode (Quantus calls ``model.eval()``); here the mode is restored afterwards.
+    All rows are differentiated in one backward pass (rows are independent in eval mode).
+
+    Returns:
+        ``explain(images (M,C,H,W), targets (M,)) -> (M,H,W)`` float32 maps (not normalised).
+    """
+
+    def explain(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with model_mode(model, False), frozen_parameters(model), torch.enable_grad():
+            x = images.detach().clone().requires_grad_(True)
+            logits = model(x)
+            selected = logits.gather(1, targets.to(logits.device).view(-1, 1)).sum()
+            (grad,) = torch.autograd.grad(selected, x)
+        return grad.abs().sum(dim=1).float()
+
+    return explain
+
+
+def sensitivity_ratios(
+    maps: torch.Tensor,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    explain: Explain,
+    *,
+    nr_samples: int = 10,
+    lower_bound: float = 0.2,
+    abs_values: bool = True,
+    perturb: Perturb | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-sample sensitivity ``||a - a'_s||_F / ||a||_F`` (Yeh et al., "On the (in)fidelity and
+    sensitivity of explanations", NeurIPS 2019, eq. 4, with Bhatt et al. 2020's normalisation by
+    ``||a||``).
+
+    The ``S*N`` perturbed inputs are explained in one call, rows ordered sample-major
+    (row ``s*N + n``), the layout of Quantus' sample loop.
+
+    Args:
+        maps: (N,H,W) maps under test ``a``.
+        images: (N,C,H,W) normalised inputs.
+        targets: (N,) long.
+        explain: re-explains the perturbed inputs (see module docstring).
+        nr_samples: S (acml2024: 10).
+        lower_bound: noise bound ``b`` of the default :func:`uniform_noise` (acml2024: 0.2).
+        abs_values: compare ``|a|`` with ``|a'|`` (Quantus ``abs=True``, the study's call).
+        perturb: replaces the default noise (e.g. to replay another library's draws).
+        generator: drives the default noise.
+
+    Returns:
+        (N,S) float64; NaN for a map with ``||a|| = 0``.
+    """
+    if maps.ndim != 3 or images.ndim != 4 or maps.shape != (images.shape[0], *images.shape[2:]):
+        raise DataError(
+            f"maps: expected (N,H,W) matching images {tuple(images.shape)}, got {tuple(maps.shape)}"
+        )
+    if nr_samples < 1:
+        raise ConfigError(f"nr_samples: must be >= 1, got {nr_samples}")
+    n = images.shape[0]
+    noisy = (perturb or uniform_noise(lower_bound))(images, nr_samples, generator)
+    if noisy.shape != (nr_samples, *images.shape):
+        raise ConfigError(
+            f"perturb: returned shape {tuple(noisy.shape)}, expected {(nr_samples, *images.shape)}"
+        )
+    explained = explain(noisy.reshape(-1, *images.shape[1:]), targets.repeat(nr_samples))
+    a = maps.detach().to(torch.float64).reshape(1, n, -1)
+    a_noisy = explained.detach().to(device=a.device, dtype=torch.float64).reshape(nr_samples, n, -1)
+    if abs_values:
+        a, a_noisy = a.abs(), a_noisy.abs()
+    denom = torch.linalg.vector_norm(a, dim=2)
+    ratios = torch.linalg.vector_norm(a - a_noisy, dim=2) / denom
+    return torch.where(denom > 0, ratios, torch.nan).T.contiguous()
+
+
+def max_sensitivity(
+    maps: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, explain: Explain, **kwargs
+) -> torch.Tensor:
+    """Max-Sensitivity: max over samples of :func:`sensitivity_ratios` (same keyword arguments). (N,)."""
+    ratios = sensitivity_ratios(maps, images, targets, explain, **kwargs)
+    return torch.from_numpy(_nan_reduce(ratios.cpu().numpy(), np.nanmax))
+
+
+def avg_sensitivity(
+    maps: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, explain: Explain, **kwargs
+) -> torch.Tensor:
+    """Avg-Sensitivity: mean over samples of :func:`sensitivity_ratios` (same keyword arguments). (N,)."""
+    ratios = sensitivity_ratios(maps, images, targets, explain, **kwargs)
+    return torch.from_numpy(_nan_reduce(ratios.cpu().numpy(), np.nanmean))
+
+
+def _nan_reduce(values: np.ndarray, func: Callable[..., np.ndarray]) -> np.ndarray:
+    """Row-wise NaN-ignoring reduction of (N,S); all-NaN rows give NaN without a warning."""
+    out = np.full(values.shape[0], np.nan)
+    ok = ~np.isnan(values).all(axis=1)
+    if ok.any():
+        out[ok] = func(values[ok], axis=1)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SensitivityParams(MetricParams):
+    """Sensitivity parameters (defaults: acml2024)."""
+
+    nr_samples: int = 10
+    lower_bound: float = 0.2
+    abs_values: bool = True
+
+
+class _Sensitivity(Metric):
+    category: ClassVar[str] = "robustness"
+    higher_is_better: ClassVar[bool] = False
+    params_cls: ClassVar[type[MetricParams]] = SensitivityParams
+    _reduce: ClassVar[Callable[..., torch.Tensor]]
+
+    def compute(
+        self,
+        maps: torch.Tensor,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        explain: Explain,
+        *,
+        perturb: Perturb | None = None,
+        generator: torch.Generator | None = None,
+    ) -> np.ndarray:
+        """Per-image values (N,) float64 (NaN where undefined), ready for :meth:`Metric.update`."""
+        kwargs = dataclasses.asdict(self.params)
+        reduce = type(self)._reduce
+        return reduce(maps, images, targets, explain, perturb=perturb, generator=generator, **kwargs).numpy()
+
+
+@METRICS.register("max_sensitivity")
+class MaxSensitivity(_Sensitivity):
+    """Max-Sensitivity (:func:`max_sensitivity`)."""
+
+    name: ClassVar[str] = "max_sensitivity"
+    _reduce = staticmethod(max_sensitivity)
+
+
+@METRICS.register("avg_sensitivity")
+class AvgSensitivity(_Sensitivity):
+    """Avg-Sensitivity (:func:`avg_sensitivity`)."""
+
+    name: ClassVar[str] = "avg_sensitivity"
+    _reduce = staticmethod(avg_sensitivity)

@@ -1,0 +1,150 @@
+"""Sparseness, Complexity, Effective Complexity: hand-computed values and agreement with Quantus 0.6."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from salbench.errors import DataError
+from salbench.metrics import METRICS
+from salbench.metrics.complexity import (
+    Complexity,
+    ComplexityParams,
+    EffectiveComplexity,
+    Sparseness,
+    complexity,
+    effective_complexity,
+    sparseness,
+)
+
+
+def _t(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor([rows], dtype=torch.float64)
+
+
+def test_gini_hand_computed() -> None:
+    # sorted 0,0,0,1: sum((2i-n-1) a_i) = 3 * 1 = 3; / (n * sum) = 3 / 4.
+    assert sparseness(_t([[0, 0], [0, 1]]), shift=0.0).item() == pytest.approx(0.75, abs=1e-15)
+    # sorted 1,2,3,4: weights -3,-1,1,3 -> 10; / (4 * 10) = 0.25.
+    assert sparseness(_t([[4, 2], [3, 1]]), shift=0.0).item() == pytest.approx(0.25, abs=1e-15)
+    # abs first: |-4| etc. gives the same value; without abs the Gini formula sees negatives.
+    assert sparseness(_t([[-4, 2], [3, -1]]), shift=0.0).item() == pytest.approx(0.25, abs=1e-15)
+    # the default 1e-7 shift makes the all-zero map score 0 instead of 0/0.
+    assert sparseness(torch.zeros(1, 3, 3)).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_entropy_hand_computed() -> None:
+    # p = 1/4, 1/4, 0, 1/2 -> H = 2 * (1/4) ln 4 + (1/2) ln 2 = 1.5 ln 2.
+    assert complexity(_t([[1, 1], [0, 2]])).item() == pytest.approx(1.5 * math.log(2), abs=1e-9)
+    assert complexity(_t([[-1, 1], [0, -2]])).item() == pytest.approx(1.5 * math.log(2), abs=1e-9)
+    assert complexity(torch.ones(1, 4, 4)).item() == pytest.approx(math.log(16), abs=1e-9)
+    assert math.isnan(complexity(torch.zeros(1, 2, 2)).item())
+
+
+def test_effective_complexity_hand_computed() -> None:
+    maps = _t([[0.0, 1e-6], [2e-5, -3.0]])
+    assert effective_complexity(maps).item() == 2.0
+    assert effective_complexity(maps, abs_values=False).item() == 1.0
+    assert effective_complexity(maps, eps=1e-7).item() == 3.0
+    # per-map normalisation divides by max |a| = 3: 2e-5 / 3 < 1e-5 drops out.
+    assert effective_complexity(maps, normalise=True).item() == 1.0
+
+
+def test_fake_cam_values() -> None:
+    """All-ones map with the top-left pixel 0 (the study's Fake-CAM) at 224 x 224 (Table 3: EC 50175)."""
+    fake = torch.ones(1, 224, 224)
+    fake[0, 0, 0] = 0.0
+    n = 224 * 224
+    assert effective_complexity(fake).item() == n - 1
+    assert complexity(fake).item() == pytest.approx(math.log(n), abs=1e-3)
+    # 1e-12 inside the log shifts each of the n-1 terms by ~ p * 1e-12 / p: total ~5e-8.
+    assert complexity(fake).item() == pytest.approx(math.log(n - 1), abs=1e-6)
+    assert sparseness(fake).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_batched_equals_per_image_loop() -> None:
+    gen = torch.Generator().manual_seed(0)
+    maps = torch.rand(6, 9, 7, generator=gen) - 0.3
+    maps[2] = 0.0
+    for fn in (sparseness, complexity, effective_complexity):
+        batched = fn(maps, normalise=True)
+        looped = torch.cat([fn(maps[i : i + 1], normalise=True) for i in range(6)])
+        torch.testing.assert_close(batched, looped, rtol=0, atol=1e-12, equal_nan=True)
+
+
+def test_bad_shape_is_a_data_error() -> None:
+    with pytest.raises(DataError, match="maps"):
+        sparseness(torch.zeros(2, 1, 3, 3))
+
+
+def _quantus():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import quantus
+    return quantus
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_agreement_with_quantus_study_call(dtype: type) -> None:
+    """The study's call: one-channel maps (N,1,H,W) vs 3-channel inputs, ``normalise=False``, abs default.
+
+    Tolerance 1e-6 (float64 maps agree to ~1e-15; float32 maps: Quantus sums in float32, we in float64).
+    """
+    quantus = _quantus()
+    rng = np.random.default_rng(0)
+    n, h, w = 5, 12, 10
+    x = rng.standard_normal((n, 3, h, w)).astype(np.float32)
+    y = np.zeros(n, dtype=np.int64)
+    a = (rng.random((n, 1, h, w)) - 0.2).astype(dtype)
+    a[:, :, :3] = 0.0  # exact zeros (EC threshold, entropy 0 log 0)
+    a[1, 0, 5, 5] = 3e-6  # below the EC threshold
+    ours = torch.from_numpy(a[:, 0].astype(np.float64))
+    cases = [
+        (quantus.Sparseness, sparseness),
+        (quantus.Complexity, complexity),
+        (quantus.EffectiveComplexity, effective_complexity),
+    ]
+    for cls, fn in cases:
+        metric = cls(normalise=False, disable_warnings=True)
+        expected = np.asarray(metric(model=None, x_batch=x, y_batch=y, a_batch=a.copy()), dtype=np.float64)
+        np.testing.assert_allclose(fn(ours).numpy(), expected, rtol=0, atol=1e-6, err_msg=cls.__name__)
+
+
+def test_agreement_with_quantus_default_normalisation_per_image() -> None:
+    """Quantus' default ``normalise=True`` (max-abs over the array passed) equals ours per map when
+    Quantus is called one image at a time. Tolerance 1e-9 (float64 throughout)."""
+    quantus = _quantus()
+    rng = np.random.default_rng(1)
+    a = rng.random((3, 1, 8, 8)) * np.array([1e-3, 1.0, 50.0]).reshape(3, 1, 1, 1)
+    a[:, :, :2] = 2e-4  # below 1e-5 only after normalisation for the large-scale maps
+    x = np.zeros((3, 3, 8, 8), dtype=np.float32)
+    y = np.zeros(3, dtype=np.int64)
+    for cls, fn in [(quantus.Sparseness, sparseness), (quantus.EffectiveComplexity, effective_complexity)]:
+        metric = cls(disable_warnings=True)
+        expected = [
+            metric(model=None, x_batch=x[i : i + 1], y_batch=y[i : i + 1], a_batch=a[i : i + 1].copy())[0]
+            for i in range(3)
+        ]
+        got = fn(torch.from_numpy(a[:, 0]), normalise=True).numpy()
+        np.testing.assert_allclose(got, np.asarray(expected, dtype=np.float64), rtol=0, atol=1e-9)
+
+
+def test_metric_classes_registry_and_summary() -> None:
+    assert METRICS.get("sparseness") is Sparseness
+    assert METRICS.get("complexity") is Complexity
+    assert METRICS.get("effective_complexity") is EffectiveComplexity
+    assert (Sparseness.higher_is_better, Complexity.higher_is_better) == (True, False)
+    assert {Sparseness.category, Complexity.category, EffectiveComplexity.category} == {"complexity"}
+    maps = torch.stack([torch.ones(4, 4), torch.zeros(4, 4)])
+    metric = Complexity()
+    assert metric.params == ComplexityParams(abs_values=True, normalise=False)
+    metric.update(metric.compute(maps))
+    summary = metric.summary()
+    assert summary.value == pytest.approx(math.log(16))
+    assert (summary.n_images, summary.n_nan) == (1, 1)
+    ec = EffectiveComplexity(EffectiveComplexity.params_cls(eps=0.5))
+    np.testing.assert_array_equal(ec.compute(maps), [16.0, 0.0])
