@@ -111,6 +111,7 @@ class SaliencyMethod(abc.ABC):
         """Metadata recorded in manifests."""
         return {
             "method": self.store_id,
+            "name": self.name,
             "family": self.family,
             "deterministic": self.deterministic,
             "normalisation": self.normalisation,

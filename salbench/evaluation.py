@@ -1,0 +1,240 @@
+"""Stage 3: evaluate stored maps (interpretable recognition, fidelity/complexity, localization).
+
+For each label set, every complete map store is evaluated in fixed, aligned batches: the images of a
+batch are loaded once and every pending method is evaluated on them (so map-independent model passes,
+e.g. the insertion/deletion curve ends, are shared through a cache). Each (method, batch) result is
+written atomically as a part file, so a killed run resumes at the batch it stopped in; when a method is
+complete its parts are merged into ``<method>_<kind>.csv`` (+ ``<method>_curves.npz``) and its summary
+rows are upserted into ``results.csv``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from salbench.data.sources import iter_batches, load_boxes, load_mask
+from salbench.diagnostics import read_targets
+from salbench.metrics import METRICS
+from salbench.outputs import atomic_path, write_csv
+from salbench.results import upsert_results
+from salbench.store import MapStore
+from salbench.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Batch:
+    """One aligned batch of images shared by every method evaluated on it."""
+
+    index: int
+    rows: np.ndarray
+    ids: list[str]
+    images: torch.Tensor
+    targets: torch.Tensor
+    base_probs: np.ndarray
+    correct: np.ndarray
+    _extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def boxes(self, ws: Workspace) -> list[np.ndarray] | None:
+        if "boxes" not in self._extras:
+            recs = [ws.data.records[int(r)] for r in self.rows]
+            boxes = [load_boxes(ws.data, r) for r in recs]
+            self._extras["boxes"] = None if any(b is None for b in boxes) else boxes
+        return self._extras["boxes"]
+
+    def masks(self, ws: Workspace) -> torch.Tensor | None:
+        if "masks" not in self._extras:
+            recs = [ws.data.records[int(r)] for r in self.rows]
+            masks = [load_mask(ws.data, r) for r in recs] if ws.data.masks is not None else [None]
+            self._extras["masks"] = None if any(m is None for m in masks) else torch.stack(masks)
+        return self._extras["masks"]
+
+
+# compute(ws, batch, method_id, maps (B,H,W) on device, state) -> (per-image columns, per-image arrays)
+Compute = Callable[
+    [Workspace, Batch, str, torch.Tensor, dict], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One evaluation script: its output suffix, per-image columns summarised, and computation."""
+
+    name: str
+    compute: Compute
+    summarised: tuple[str, ...]
+    make_state: Callable[[Workspace, str], dict] = lambda ws, label_set: {}
+
+
+# Directions of summarised columns that are not registered metrics.
+EXTRA_DIRECTIONS = {"completeness_gap": False, "completeness_holds": True}
+
+
+def available_methods(ws: Workspace, label_set: str) -> list[str]:
+    """Store ids with a complete map store for ``label_set`` (sorted)."""
+    folder = ws.layout.model_dir / "maps" / label_set
+    out = []
+    for path in sorted(folder.glob("*.zarr")) if folder.is_dir() else []:
+        try:
+            if MapStore.read_only(path).complete:
+                out.append(path.name.removesuffix(".zarr"))
+            else:
+                log.warning("%s is incomplete: rerun its generation script; not evaluated", path)
+        except Exception as exc:  # an unreadable store must not stop the others
+            log.warning("%s cannot be read (%s); not evaluated", path, exc)
+    return out
+
+
+def _part_paths(ws: Workspace, label_set: str, method: str, kind: str, b: int) -> tuple[Path, Path]:
+    folder = ws.layout.evaluation_dir(label_set) / ".parts" / f"{method}_{kind}"
+    return folder / f"{b:06d}.csv", folder / f"{b:06d}.npz"
+
+
+def _final_path(ws: Workspace, label_set: str, method: str, kind: str) -> Path:
+    return ws.layout.evaluation_dir(label_set) / f"{method}_{kind}.csv"
+
+
+def _is_done(path: Path, ids: list[str]) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return pd.read_csv(path, usecols=["image_id"], dtype={"image_id": str})["image_id"].tolist() == ids
+    except (ValueError, pd.errors.ParserError):
+        return False
+
+
+def _write_part(csv: Path, npz: Path, batch: Batch, columns: dict, arrays: dict) -> None:
+    if arrays:
+        with atomic_path(npz) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, image_ids=np.asarray(batch.ids), **arrays)
+    frame = pd.DataFrame({"image_id": batch.ids, **{k: np.asarray(v) for k, v in columns.items()}})
+    write_csv(csv, frame)  # written last: its presence marks the part complete
+
+
+def _merge(ws: Workspace, label_set: str, method: str, kind: str, n_batches: int) -> pd.DataFrame:
+    parts = [_part_paths(ws, label_set, method, kind, b) for b in range(n_batches)]
+    frame = pd.concat([pd.read_csv(c, dtype={"image_id": str}) for c, _ in parts], ignore_index=True)
+    if parts[0][1].is_file():
+        loaded = [np.load(z, allow_pickle=False) for _, z in parts]
+        arrays = {k: np.concatenate([d[k] for d in loaded]) for k in loaded[0].files}
+        out = ws.layout.evaluation_dir(label_set) / f"{method}_curves.npz"
+        with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    write_csv(_final_path(ws, label_set, method, kind), frame)
+    shutil.rmtree(parts[0][0].parent, ignore_errors=True)
+    return frame
+
+
+def summary_rows(
+    ws: Workspace,
+    label_set: str,
+    method: str,
+    frame: pd.DataFrame,
+    columns: Iterable[str],
+    augmentation: str = "none",
+    variant: str = "",
+) -> list[dict]:
+    """Tidy results rows (mean over finite per-image values) for the summarised columns."""
+    rows = []
+    for col in columns:
+        if col not in frame:
+            continue
+        vals = pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64)
+        finite = np.isfinite(vals)
+        hib = METRICS.get(col).higher_is_better if col in METRICS else EXTRA_DIRECTIONS.get(col, True)
+        rows.append(
+            {
+                "model": ws.cfg.model.name,
+                "dataset": ws.data.name,
+                "label_set": label_set,
+                "method": method,
+                "augmentation": augmentation,
+                "variant": variant,
+                "metric": col,
+                "value": float(vals[finite].mean()) if finite.any() else float("nan"),
+                "n_images": int(finite.sum()),
+                "n_skipped": int((~finite).sum()),
+                "higher_is_better": bool(hib),
+                "protocol": ws.cfg.run.protocol,
+            }
+        )
+    return rows
+
+
+def evaluate(
+    ws: Workspace, kind: Kind, methods: list[str] | None = None, progress: bool = True
+) -> list[dict]:
+    """Run ``kind`` for every label set of the config x available (or given) methods; returns result rows."""
+    all_rows: list[dict] = []
+    bs, n = ws.cfg.run.batch_size, len(ws.data.records)
+    n_batches = -(-n // bs)
+    for label_set in ws.cfg.run.label_sets:
+        avail = available_methods(ws, label_set)
+        todo = [m for m in (methods or avail) if m in avail]
+        missing = sorted(set(methods or []) - set(avail))
+        if missing:
+            log.warning("%s: no complete maps for %s; run generation first", label_set, ", ".join(missing))
+        if ws.cfg.run.overwrite:
+            for m in todo:
+                shutil.rmtree(_part_paths(ws, label_set, m, kind.name, 0)[0].parent, ignore_errors=True)
+        pending = [
+            m
+            for m in todo
+            if ws.cfg.run.overwrite or not _is_done(_final_path(ws, label_set, m, kind.name), ws.data.ids)
+        ]
+        if pending:
+            _run_batches(ws, kind, label_set, pending, n_batches, progress)
+        for m in todo:
+            final = _final_path(ws, label_set, m, kind.name)
+            frame = (
+                _merge(ws, label_set, m, kind.name, n_batches)
+                if m in pending
+                else pd.read_csv(final, dtype={"image_id": str})
+            )
+            all_rows += summary_rows(ws, label_set, m, frame, kind.summarised)
+    upsert_results(ws.layout.results_csv, all_rows)
+    return all_rows
+
+
+def _run_batches(
+    ws: Workspace, kind: Kind, label_set: str, methods: list[str], n_batches: int, progress: bool
+) -> None:
+    bs, n = ws.cfg.run.batch_size, len(ws.data.records)
+    targets, base = read_targets(ws.layout.diagnostics_csv, label_set, ws.data.ids)
+    correct = (
+        read_targets(ws.layout.diagnostics_csv, "predicted", ws.data.ids)[0]
+        == read_targets(ws.layout.diagnostics_csv, "groundtruth", ws.data.ids)[0]
+    )
+    stores = {m: MapStore.read_only(ws.layout.maps(label_set, m)) for m in methods}
+    state = kind.make_state(ws, label_set)
+    dev = ws.runtime.torch_device
+    for b in tqdm(range(n_batches), desc=f"{kind.name} {label_set}", disable=not progress):
+        todo = [m for m in methods if not _part_paths(ws, label_set, m, kind.name, b)[0].is_file()]
+        if not todo:
+            continue
+        rows = np.arange(b * bs, min((b + 1) * bs, n))
+        _, images, _ = next(iter_batches(ws.data, bs, rows))
+        batch = Batch(
+            b,
+            rows,
+            [ws.data.ids[i] for i in rows],
+            images.to(dev),
+            torch.as_tensor(targets[rows], device=dev),
+            base[rows],
+            correct[rows],
+        )
+        for m in todo:
+            maps = torch.from_numpy(stores[m].read(rows)).to(dev)
+            columns, arrays = kind.compute(ws, batch, m, maps, state)
+            _write_part(*_part_paths(ws, label_set, m, kind.name, b), batch, columns, arrays)
