@@ -28,7 +28,7 @@ from salbench.metrics.localization import (
     pointing_game_mask,
 )
 from salbench.metrics.recognition import RecognitionParams, StartCache, recognition_scores
-from salbench.metrics.robustness import saliency_explainer, sensitivity_ratios
+from salbench.metrics.robustness import nan_reduce, saliency_explainer, sensitivity_ratios
 from salbench.store import MapStore
 from salbench.workspace import Workspace
 
@@ -111,10 +111,8 @@ def _complexity(ws: Workspace, batch: Batch, method: str, maps: torch.Tensor, st
         generator=batch_generator(ws, f"sensitivity:{method}", batch.index),
         **state["sensitivity"],
     )
-    r = _np(ratios)
-    with np.errstate(all="ignore"):
-        ms = np.where(np.isfinite(r).any(1), np.nanmax(np.where(np.isfinite(r), r, -np.inf), 1), np.nan)
-        avg = np.where(np.isfinite(r).any(1), np.nanmean(np.where(np.isfinite(r), r, np.nan), 1), np.nan)
+    r = _np(ratios).astype(np.float64)
+    ms, avg = nan_reduce(r, np.nanmax), nan_reduce(r, np.nanmean)
     gap, holds = completeness(
         ws.model,
         batch.images,

@@ -138,7 +138,7 @@ def max_sensitivity(
 ) -> torch.Tensor:
     """Max-Sensitivity: max over samples of :func:`sensitivity_ratios` (same keyword arguments). (N,)."""
     ratios = sensitivity_ratios(maps, images, targets, explain, **kwargs)
-    return torch.from_numpy(_nan_reduce(ratios.cpu().numpy(), np.nanmax))
+    return torch.from_numpy(nan_reduce(ratios.cpu().numpy(), np.nanmax))
 
 
 def avg_sensitivity(
@@ -146,10 +146,10 @@ def avg_sensitivity(
 ) -> torch.Tensor:
     """Avg-Sensitivity: mean over samples of :func:`sensitivity_ratios` (same keyword arguments). (N,)."""
     ratios = sensitivity_ratios(maps, images, targets, explain, **kwargs)
-    return torch.from_numpy(_nan_reduce(ratios.cpu().numpy(), np.nanmean))
+    return torch.from_numpy(nan_reduce(ratios.cpu().numpy(), np.nanmean))
 
 
-def _nan_reduce(values: np.ndarray, func: Callable[..., np.ndarray]) -> np.ndarray:
+def nan_reduce(values: np.ndarray, func: Callable[..., np.ndarray]) -> np.ndarray:
     """Row-wise NaN-ignoring reduction of (N,S); all-NaN rows give NaN without a warning."""
     out = np.full(values.shape[0], np.nan)
     ok = ~np.isnan(values).all(axis=1)

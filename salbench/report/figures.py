@@ -1,0 +1,292 @@
+"""The study's figures and two diagnostic plots, written as PNG with matplotlib's Agg renderer.
+
+* :func:`figure1`: best / worst image per metric, every method's map over the input (paper Fig. 1).
+* :func:`figure2`: AG, AD-bar, I, D-bar against the ground-truth probability y_c, binned, one curve
+  per method (paper Fig. 2).
+* :func:`figure_curves`: mean insertion and deletion curves per method.
+* :func:`figure_rank_agreement`: Kendall tau between the method rankings of every metric pair.
+
+Figures are built on :class:`matplotlib.figure.Figure` objects (no pyplot, so no global backend
+state) and written atomically. Colours: the Okabe-Ito colour-blind-safe palette, cycled together with
+markers and line styles so that more than eight methods stay distinguishable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy.stats import kendalltau
+
+from salbench.errors import DataError
+from salbench.outputs import atomic_path
+from salbench.report.presentation import COLUMNS, method_display, method_order
+
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+LINESTYLES = ("-", "--", ":", "-.")
+FIGURE2_PANELS = (
+    ("AG", "average_gain"),
+    ("AD_bar", "average_drop"),
+    ("I", "insertion"),
+    ("D_bar", "deletion"),
+)
+PER_IMAGE_COLUMNS = (
+    "method",
+    "image_id",
+    "base_prob",
+    "average_drop",
+    "average_gain",
+    "insertion",
+    "deletion",
+)
+_DPI = 110
+
+
+def _style(i: int) -> dict[str, object]:
+    return {
+        "color": OKABE_ITO[i % len(OKABE_ITO)],
+        "marker": MARKERS[i % len(MARKERS)],
+        "linestyle": LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)],
+    }
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
+    return path
+
+
+def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{what}: missing column(s) {', '.join(missing)}")
+
+
+def binned_means(per_image: pd.DataFrame, n_bins: int = 10, min_count: int = 1) -> pd.DataFrame:
+    """Per method and y_c bin, the mean presented AG, AD-bar, I, D-bar (the data of Figure 2).
+
+    Args:
+        per_image: one row per method x image with ``method``, ``base_prob`` (y_c) and the per-image
+            ``average_gain``, ``average_drop``, ``insertion``, ``deletion`` in natural units.
+        n_bins: equal-width bins of y_c over [0, 1] (the last bin includes 1).
+        min_count: bins with fewer images are left out.
+
+    Returns:
+        Columns ``method, bin, centre, count, AG, AD_bar, I, D_bar`` (AD-bar = 100 - 100 AD per image,
+        then averaged; identical to the bar of the mean since the bar is affine).
+    """
+    _require(per_image, [c for c in PER_IMAGE_COLUMNS if c != "image_id"], "per-image recognition data")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    data = pd.DataFrame({"method": per_image["method"].astype(str)})
+    data["bin"] = np.digitize(per_image["base_prob"].to_numpy(dtype=float), edges[1:-1])
+    for key, metric in FIGURE2_PANELS:
+        data[key] = COLUMNS[key].present(per_image[metric].to_numpy(dtype=float))
+    grouped = data.groupby(["method", "bin"], sort=True)
+    out = grouped[[k for k, _ in FIGURE2_PANELS]].mean()
+    out.insert(0, "count", grouped.size())
+    out = out.reset_index()
+    out.insert(2, "centre", (edges[out["bin"]] + edges[out["bin"] + 1]) / 2.0)
+    return out[out["count"] >= min_count].reset_index(drop=True)
+
+
+def figure2(
+    per_image: pd.DataFrame, path: str | Path, n_bins: int = 10, min_count: int = 1, title: str = ""
+) -> Path:
+    """Figure 2: AG, AD-bar, I, D-bar against the ground-truth probability y_c, one curve per method."""
+    means = binned_means(per_image, n_bins, min_count)
+    fig = Figure(figsize=(13, 8.5))
+    axes = fig.subplots(2, 2, sharex=True)
+    methods = method_order(set(means["method"]))
+    for ax, (key, _) in zip(axes.ravel(), FIGURE2_PANELS):
+        for i, method in enumerate(methods):
+            part = means[means["method"] == method]
+            ax.plot(part["centre"], part[key], label=method_display(method).label, markersize=5, **_style(i))
+        ax.set_title(COLUMNS[key].header, fontsize=13)
+        ax.set_ylabel(f"{COLUMNS[key].header} (%)", fontsize=12)
+        ax.set_xlim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=11)
+    for ax in axes[1]:
+        ax.set_xlabel("ground-truth probability $y_c$ (binned)", fontsize=12)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=11, frameon=False)
+    fig.suptitle(title or "Figure 2. Recognition metrics against the ground-truth probability", fontsize=14)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def figure_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Mean insertion and deletion curves per method (columns ``method, curve, fraction, value``)."""
+    _require(curves, ("method", "curve", "fraction", "value"), "mean curves")
+    fig = Figure(figsize=(13, 5.5))
+    axes = fig.subplots(1, 2, sharey=True)
+    methods = method_order(set(curves["method"].astype(str)))
+    for ax, kind in zip(axes, ("insertion", "deletion")):
+        for i, method in enumerate(methods):
+            part = curves[(curves["method"] == method) & (curves["curve"] == kind)].sort_values("fraction")
+            if not part.empty:
+                style = {**_style(i), "marker": None}
+                ax.plot(
+                    part["fraction"],
+                    part["value"],
+                    label=method_display(method).label,
+                    linewidth=1.8,
+                    **style,
+                )
+        verb = "inserted" if kind == "insertion" else "deleted"
+        ax.set_title(f"{kind.capitalize()} (mean over images)", fontsize=13)
+        ax.set_xlabel(f"fraction of pixels {verb}, most salient first", fontsize=12)
+        ax.set_xlim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=11)
+    axes[0].set_ylabel("probability of the target class", fontsize=12)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=11, frameon=False)
+    fig.suptitle(title or "Mean insertion and deletion curves", fontsize=14)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def rank_agreement(values: pd.DataFrame, higher_is_better: Mapping[str, bool]) -> pd.DataFrame:
+    """Kendall tau (``scipy.stats.kendalltau``, tau-b) between the method rankings of every column pair.
+
+    Args:
+        values: methods x metric columns (presented values).
+        higher_is_better: direction of each column; values are oriented so that +1 means the two
+            metrics rank the methods identically from best to worst.
+
+    Returns:
+        Square frame of tau over the methods both columns cover; NaN with fewer than 3 such methods
+        or a constant column.
+    """
+    oriented = pd.DataFrame({k: values[k] if higher_is_better[k] else -values[k] for k in values.columns})
+    keys = list(oriented.columns)
+    tau = pd.DataFrame(np.nan, index=keys, columns=keys)
+    for i, a in enumerate(keys):
+        for b in keys[i:]:  # tau is symmetric
+            both = oriented[a].notna() & oriented[b].notna()
+            x, y = oriented.loc[both, a], oriented.loc[both, b]
+            if len(x) < 3 or x.nunique() < 2 or y.nunique() < 2:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tau.loc[a, b] = tau.loc[b, a] = kendalltau(x.to_numpy(), y.to_numpy()).statistic
+    return tau
+
+
+def figure_rank_agreement(tau: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Heatmap of a :func:`rank_agreement` matrix (diverging, colour-blind-safe PuOr, annotated)."""
+    n = len(tau)
+    fig = Figure(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n))
+    ax = fig.subplots()
+    image = ax.imshow(tau.to_numpy(dtype=float), cmap="PuOr", vmin=-1.0, vmax=1.0)
+    labels = [COLUMNS[k].header if k in COLUMNS else str(k) for k in tau.index]
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=11)
+    ax.set_yticks(range(n), labels, fontsize=11)
+    for i in range(n):
+        for j in range(n):
+            v = tau.iat[i, j]
+            text = "n/a" if not np.isfinite(v) else f"{v:.2f}"
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=9, color="white" if abs(v) > 0.6 else "black"
+            )
+    ax.set_xlabel("metric", fontsize=12)
+    ax.set_ylabel("metric", fontsize=12)
+    fig.colorbar(image, ax=ax, label="Kendall tau of the method rankings")
+    ax.set_title(title or "Rank agreement between metrics (Kendall tau over methods)", fontsize=13)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure1Inputs:
+    """What :func:`figure1` draws: images (H,W,3) in [0,1], maps (H,W) per method and image, picks."""
+
+    images: Mapping[str, np.ndarray]
+    maps: Mapping[str, Mapping[str, np.ndarray]]
+    picks: Mapping[str, tuple[str, str]]
+
+
+def pick_best_worst(
+    per_image: pd.DataFrame, metrics: Sequence[str] = tuple(m for _, m in FIGURE2_PANELS)
+) -> dict[str, tuple[str, str]]:
+    """Per metric, the image with the best and the worst value averaged over methods (ties: first id).
+
+    Args:
+        per_image: rows ``method, image_id`` and one column per metric id (natural units).
+        metrics: metric ids; direction from :data:`~salbench.report.presentation.COLUMNS`.
+    """
+    _require(per_image, ["image_id", *metrics], "per-image recognition data")
+    direction = {c.metric: c.higher_is_better for c in COLUMNS.values()}
+    means = per_image.groupby(per_image["image_id"].astype(str), sort=True)[list(metrics)].mean()
+    picks = {}
+    for metric in metrics:
+        col = means[metric].dropna()
+        if col.empty:
+            continue
+        score = col if direction.get(metric, True) else -col
+        picks[metric] = (str(score.idxmax()), str(score.idxmin()))
+    return picks
+
+
+def _overlay(ax, image: np.ndarray | None, saliency: np.ndarray | None) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if image is None:
+        ax.text(0.5, 0.5, "n/a", ha="center", va="center", fontsize=10, transform=ax.transAxes)
+        return
+    h, w = image.shape[:2]
+    ax.imshow(np.clip(image, 0.0, 1.0), extent=(0, w, h, 0))
+    if saliency is not None:
+        s = np.asarray(saliency, dtype=float)
+        span = np.ptp(s) if np.isfinite(s).all() else 0.0
+        s = (s - s.min()) / span if span > 0 else np.zeros_like(s)
+        ax.imshow(s, cmap="viridis", alpha=0.5, vmin=0.0, vmax=1.0, extent=(0, w, h, 0))
+
+
+def figure1(
+    images: Mapping[str, np.ndarray],
+    maps: Mapping[str, Mapping[str, np.ndarray]],
+    picks: Mapping[str, tuple[str, str]],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """Figure 1: for each metric its best and worst image, the input and every method's map over it.
+
+    Args:
+        images: image id -> (H,W,3) float array in [0,1].
+        maps: method -> image id -> (H,W) saliency map (min-max scaled for display; any resolution,
+            stretched over the image).
+        picks: metric id -> (best image id, worst image id), e.g. from :func:`pick_best_worst`.
+        path: PNG to write.
+    """
+    methods = method_order(list(maps))
+    rows = [
+        (metric, which, ids[k]) for metric, ids in picks.items() for k, which in enumerate(("best", "worst"))
+    ]
+    if not rows:
+        raise DataError("figure 1: no picks given")
+    cols = 1 + len(methods)
+    fig = Figure(figsize=(1.7 * cols + 2.2, 1.75 * len(rows) + 0.8))
+    axes = np.asarray(fig.subplots(len(rows), cols, squeeze=False))
+    for r, (metric, which, image_id) in enumerate(rows):
+        image = images.get(image_id)
+        _overlay(axes[r, 0], image, None)
+        name = next((c.header for c in COLUMNS.values() if c.metric == metric), metric)
+        short = image_id.rsplit("/", 1)[-1]
+        axes[r, 0].set_ylabel(f"{name} {which}\n{short}", fontsize=10, rotation=0, ha="right", va="center")
+        for c, method in enumerate(methods, start=1):
+            _overlay(axes[r, c], image, maps[method].get(image_id) if image is not None else None)
+    axes[0, 0].set_title("Input", fontsize=11)
+    for c, method in enumerate(methods, start=1):
+        axes[0, c].set_title(method_display(method).label, fontsize=11)
+    fig.suptitle(title or "Figure 1. Best and worst image per metric, every method's map", fontsize=14)
+    fig.tight_layout()
+    return _save(fig, path)

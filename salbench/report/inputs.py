@@ -1,0 +1,185 @@
+"""Reading what the evaluation stages left on disk, for the figures and the provenance section.
+
+* per-image recognition CSVs ``<root>/<model>/evaluation/<label_set>/<method>_recognition.csv``
+  (``image_id, base_prob, masked_prob, average_drop, average_increase, average_gain, insertion,
+  deletion``),
+* insertion/deletion curves ``<method>_curves.npz`` (arrays ``image_ids``, ``insertion``,
+  ``deletion``, each curve (n_images, n_steps + 1)), read without unpickling,
+* stage manifests ``**/manifest.json`` (configuration, protocol, versions, timings),
+* images and maps for Figure 1 (map stores and the run's image list).
+
+Everything here is optional input: a missing file means "not computed in this run", not an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from salbench.errors import DataError, SalbenchError
+from salbench.report.figures import PER_IMAGE_COLUMNS, Figure1Inputs, pick_best_worst
+
+log = logging.getLogger(__name__)
+RECOGNITION_SUFFIX = "_recognition.csv"
+CURVES_SUFFIX = "_curves.npz"
+
+
+def evaluation_dir(root: Path, model: str, label_set: str) -> Path:
+    return Path(root) / model / "evaluation" / label_set
+
+
+def load_per_image(
+    root: str | Path, models: Iterable[str], label_sets: Sequence[str] = ("groundtruth",)
+) -> pd.DataFrame | None:
+    """Every per-image recognition CSV of ``models`` x ``label_sets``, with ``model, label_set, method``.
+
+    Returns:
+        The concatenated rows, or None when no such file exists.
+
+    Raises:
+        DataError: a file lacks one of the required columns.
+    """
+    frames = []
+    for model in models:
+        for label_set in label_sets:
+            for path in sorted(evaluation_dir(Path(root), model, label_set).glob(f"*{RECOGNITION_SUFFIX}")):
+                frame = pd.read_csv(path, dtype={"image_id": str})
+                missing = [c for c in PER_IMAGE_COLUMNS if c not in (*frame.columns, "method")]
+                if missing:
+                    raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+                frame.insert(0, "method", path.name[: -len(RECOGNITION_SUFFIX)])
+                frame.insert(0, "label_set", label_set)
+                frame.insert(0, "model", model)
+                frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def mean_curves(method: str, curves: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Mean insertion/deletion curve over images (NaN curves of skipped images ignored).
+
+    Args:
+        method: method id.
+        curves: ``insertion`` / ``deletion`` -> (n_images, n_points) probabilities.
+
+    Returns:
+        Columns ``method, curve, fraction, value, n_images``; ``fraction`` = step / (n_points - 1), the
+        share of pixels changed (the last step may change fewer than ``step`` pixels).
+    """
+    parts = []
+    for kind in ("insertion", "deletion"):
+        arr = np.asarray(curves.get(kind, np.empty((0, 0))), dtype=float)
+        if arr.ndim != 2 or arr.shape[1] < 2:
+            continue
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.any():
+            continue
+        mean = arr[finite].mean(axis=0)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "method": method,
+                    "curve": kind,
+                    "fraction": np.linspace(0.0, 1.0, arr.shape[1]),
+                    "value": mean,
+                    "n_images": int(finite.sum()),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def load_curves(
+    root: str | Path, models: Iterable[str], label_set: str = "groundtruth"
+) -> pd.DataFrame | None:
+    """Mean curves per model and method from the ``<method>_curves.npz`` files, or None if there are none."""
+    frames = []
+    for model in models:
+        for path in sorted(evaluation_dir(Path(root), model, label_set).glob(f"*{CURVES_SUFFIX}")):
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    curves = {k: npz[k] for k in ("insertion", "deletion") if k in npz.files}
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{path}: unreadable curves file ({exc})") from None
+            frame = mean_curves(path.name[: -len(CURVES_SUFFIX)], curves)
+            if not frame.empty:
+                frame.insert(0, "model", model)
+                frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def collect_manifests(root: str | Path) -> dict[str, Any]:
+    """``relative path -> manifest`` of every ``manifest.json`` under ``root`` except the report's own."""
+    root = Path(root)
+    out: dict[str, Any] = {}
+    for path in sorted(root.rglob("manifest.json")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("report/"):
+            continue
+        try:
+            out[rel] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("skipping unreadable manifest %s (%s)", path, exc)
+    return out
+
+
+def _pixels(source: Any, record: Any) -> np.ndarray:
+    """(H,W,3) pixels in [0,1] after the run's resize and crop (no normalisation)."""
+    from PIL import Image
+
+    try:
+        with Image.open(record.path) as img:
+            img.load()
+            return source.preprocess.pixels(img).numpy().transpose(1, 2, 0)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{record.source}: image {str(record.path)!r} cannot be read ({exc})") from None
+
+
+def _read_maps(path: Path, wanted: Sequence[str]) -> dict[str, np.ndarray]:
+    from salbench.store import MapStore
+
+    try:
+        store = MapStore.read_only(path)
+        index = {image_id: k for k, image_id in enumerate(store.ids)}
+        present = [i for i in wanted if i in index]
+        return dict(zip(present, store.read([index[i] for i in present])))
+    except SalbenchError as exc:
+        log.warning("figure 1: map store skipped (%s)", exc)
+        return {}
+
+
+def load_figure1_inputs(
+    cfg: Any, per_image: pd.DataFrame | None, label_set: str = "groundtruth"
+) -> Figure1Inputs | None:
+    """Images and maps of the best/worst image per metric for ``cfg``'s model, or None when unavailable.
+
+    Picks come from :func:`~salbench.report.figures.pick_best_worst` on the per-image recognition
+    rows; maps from the stores ``<root>/<model>/maps/<label_set>/<method>.zarr``; pixels from the run's
+    image list after resize and crop, before normalisation.
+    """
+    from salbench.data.sources import open_data
+    from salbench.layout import RunLayout
+
+    stores = sorted((RunLayout.from_config(cfg).model_dir / "maps" / label_set).glob("*.zarr"))
+    if per_image is None or not stores:
+        return None
+    rows = per_image[per_image["label_set"] == label_set]
+    if "model" in rows.columns:
+        rows = rows[rows["model"] == cfg.model.name]
+    picks = pick_best_worst(rows)
+    wanted = sorted({i for pair in picks.values() for i in pair})
+    try:
+        data = open_data(cfg)
+        records = {r.image_id: r for r in data.records}
+        images = {i: _pixels(data, records[i]) for i in wanted if i in records}
+    except (SalbenchError, OSError) as exc:
+        log.warning("figure 1 skipped: %s", exc)
+        return None
+    maps = {path.name[: -len(".zarr")]: _read_maps(path, wanted) for path in stores}
+    maps = {m: v for m, v in maps.items() if v}
+    return Figure1Inputs(images, maps, picks) if images and maps and picks else None

@@ -1,0 +1,303 @@
+"""Stage 5: ``build_report`` writes ``tables/``, ``figures/`` and ``REPORT.md`` from ``results.csv``.
+
+One section per (model, dataset, protocol) in the results: configuration, Tables 1-4 (CSV, Markdown,
+LaTeX), the published numbers side by side when the run is the study's configuration, figures, the
+claims, and the provenance handed in through ``extra``. Parts the run lacks are reported as "not
+computed in this run".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from salbench.outputs import write_csv, write_text
+from salbench.report.claims import DEFAULT_THRESHOLDS, ClaimResult, ClaimThresholds, evaluate_claims
+from salbench.report.figures import (
+    Figure1Inputs,
+    figure1,
+    figure2,
+    figure_curves,
+    figure_rank_agreement,
+    rank_agreement,
+)
+from salbench.report.presentation import (
+    TABLE1_KEYS,
+    TABLE3_KEYS,
+    augmentation_label,
+    method_display,
+    method_order,
+)
+from salbench.report.published import (
+    PUBLISHED_CSV,
+    STUDY,
+    SUSPECT_NOTE,
+    compare,
+    comparison_markdown,
+    is_study_configuration,
+    load_published,
+    published_as_results,
+)
+from salbench.report.render import to_csv, to_latex, to_markdown
+from salbench.report.results import (
+    RunKey,
+    load_results,
+    presented,
+    presented_higher_is_better,
+    run_keys,
+    select_run,
+)
+from salbench.report.tables import TITLES, Table, augmented_ids, build_tables
+
+log = logging.getLogger(__name__)
+NOT_COMPUTED = "not computed in this run"
+CONVENTIONS = (
+    "Values as the paper prints them: AI, AG, I, Sparseness and localization scores x100; "
+    "AD-bar = 100 - 100 AD and D-bar = 100 - 100 D; Monotonicity, MS, AS raw (two decimals); "
+    "Complexity and EC raw (one decimal). "
+    "Best value per column in **bold** (direction from `higher_is_better`; bars flip it)."
+)
+
+
+def _for_model(
+    frame: pd.DataFrame | None, model: str, label_set: str | None = "groundtruth"
+) -> pd.DataFrame | None:
+    """Rows of ``model`` (and ``label_set``) when the frame has those columns; None when nothing is left."""
+    if frame is None:
+        return None
+    if "model" in frame.columns:
+        frame = frame[frame["model"] == model]
+    if label_set is not None and "label_set" in frame.columns:
+        frame = frame[frame["label_set"] == label_set]
+    return frame if not frame.empty else None
+
+
+def _configuration(key: RunKey, frame: pd.DataFrame) -> list[str]:
+    plain = frame[frame["augmentation"] == "none"]
+    n = plain["n_images"].dropna()
+    images = (
+        "n/a" if n.empty else (f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}-{int(n.max())}")
+    )
+    skipped = frame["n_skipped"].fillna(0)
+    largest = int(skipped.max()) if len(frame) else 0
+    methods = ", ".join(f"{method_display(m).label} (`{m}`)" for m in method_order(set(frame["method"])))
+    augs = ", ".join(augmentation_label(a) for a in augmented_ids(frame)) or NOT_COMPUTED
+    return [
+        f"- model: `{key.model}`; dataset: `{key.dataset}`; protocol: `{key.protocol}`",
+        f"- label sets: {', '.join(sorted(set(frame['label_set'])))}",
+        f"- methods: {methods}",
+        f"- metrics: {', '.join(f'`{m}`' for m in sorted(set(frame['metric'])))}",
+        f"- augmentations: {augs}",
+        f"- images per result (un-augmented): {images}; results with skipped images: "
+        f"{int((skipped > 0).sum())} of {len(frame)} (largest skip count {largest})",
+        "",
+        CONVENTIONS,
+    ]
+
+
+def _write_table(table: Table, folder: Path) -> list[str]:
+    write_text(folder / f"{table.name}.csv", to_csv(table))
+    write_text(folder / f"{table.name}.md", to_markdown(table))
+    write_text(folder / f"{table.name}.tex", to_latex(table))
+    return [to_markdown(table)]
+
+
+def _tables_section(tables: dict[str, Table | None], out: Path, sub: str) -> list[str]:
+    lines: list[str] = []
+    for name, table in tables.items():
+        lines += [f"### {TITLES[name]}", ""]
+        if table is None:
+            lines += [f"{NOT_COMPUTED}: `results.csv` has no rows for this table.", ""]
+            continue
+        lines += _write_table(table, out / "tables" / sub)
+        lines += [f"*Notes:* {'; '.join(table.notes)}." if table.notes else "", ""]
+        rel = "/".join(p for p in ("tables", sub, table.name) if p)
+        lines += [f"Files: [CSV]({rel}.csv), [Markdown]({rel}.md), [LaTeX]({rel}.tex)", ""]
+    return lines
+
+
+def _published_section(
+    key: RunKey, tables: dict[str, Table | None], out: Path, sub: str, published_csv: Path
+) -> list[str]:
+    lines = ["### Comparison with the published numbers", ""]
+    if not is_study_configuration(key):
+        why = f"Not shown: this run is {key.describe()}, not the study's configuration: {STUDY.describe()}."
+        return [*lines, why, ""]
+    comparison = compare(tables, load_published(published_csv))
+    rel = "/".join(p for p in ("tables", sub, "published_comparison.csv") if p)
+    write_csv(out / rel, comparison)
+    lines += [
+        "Cells: ours / paper (ours - paper). The paper used all 50,000 validation images (Table 4: the "
+        f"1,000-image subset). † {SUSPECT_NOTE}. Full comparison: [{rel}]({rel})",
+        "",
+    ]
+    for name in ("table1", "table2", "table3", "table4"):
+        text = comparison_markdown(comparison, name)
+        if text:
+            lines += [f"#### {TITLES[name].split('.')[0]}", "", text]
+    return lines
+
+
+def _figures_section(
+    key: RunKey,
+    frame: pd.DataFrame,
+    out: Path,
+    sub: str,
+    per_image: pd.DataFrame | None,
+    curves: pd.DataFrame | None,
+    fig1: Figure1Inputs | None,
+) -> list[str]:
+    lines = ["### Figures", ""]
+    rel = "/".join(p for p in ("figures", sub) if p)
+
+    def add(name: str, caption: str, make: Any, missing: str) -> None:
+        nonlocal lines
+        if make is None:
+            lines += [f"- {caption}: {NOT_COMPUTED} ({missing}).", ""]
+            return
+        make(out / rel / f"{name}.png")
+        lines += [f"![{caption}]({rel}/{name}.png)", "", f"*{caption}*", ""]
+
+    rows = _for_model(per_image, key.model)
+    add(
+        "figure1",
+        "Figure 1. Best and worst image per metric with every method's map",
+        None if fig1 is None else lambda p: figure1(fig1.images, fig1.maps, fig1.picks, p),
+        "needs the map stores and images of the picked images",
+    )
+    add(
+        "figure2",
+        "Figure 2. AG, AD-bar, I, D-bar against the ground-truth probability y_c",
+        None if rows is None else lambda p: figure2(rows, p),
+        "no per-image recognition CSVs",
+    )
+    mean = _for_model(curves, key.model, label_set=None)
+    add(
+        "curves",
+        "Mean insertion and deletion curves per method",
+        None if mean is None else lambda p: figure_curves(mean, p),
+        "no curve files",
+    )
+    keys = (*TABLE1_KEYS, *TABLE3_KEYS)
+    values = presented(frame, keys, "groundtruth")
+    values = values.loc[:, values.notna().sum() >= 3]
+    tau = None
+    if values.shape[1] >= 2:
+        tau = rank_agreement(values, {k: presented_higher_is_better(frame, k) for k in values.columns})
+    add(
+        "rank_agreement",
+        "Rank agreement between metrics (Kendall tau over methods)",
+        None if tau is None else lambda p: figure_rank_agreement(tau, p),
+        "fewer than two metrics with at least three methods",
+    )
+    return lines
+
+
+def _claims_section(
+    frame: pd.DataFrame, thresholds: ClaimThresholds, reference: list[ClaimResult]
+) -> list[str]:
+    ours = evaluate_claims(frame, thresholds)
+    lines = [
+        "### Claims of the study, checked on this run",
+        "",
+        "| # | Claim | This run | Evidence | On the published numbers |",
+        "|--:|:--|:--|:--|:--|",
+    ]
+    for i, (mine, paper) in enumerate(zip(ours, reference), start=1):
+        claim, evidence = (text.replace("|", r"\|") for text in (mine.claim, mine.evidence))
+        lines.append(f"| {i} | {claim} | **{mine.verdict}** | {evidence} | {paper.verdict} |")
+    return [*lines, ""]
+
+
+def _render_value(value: Any) -> str:
+    if isinstance(value, Mapping | list | tuple):
+        return f"`{json.dumps(value, default=str, sort_keys=True)}`"
+    return str(value).replace("|", r"\|")
+
+
+def _provenance(extra: Mapping[str, Any] | None) -> list[str]:
+    lines = ["## Provenance", ""]
+    if not extra:
+        return [*lines, "No configuration, manifests, versions or timings were provided.", ""]
+    for name, value in extra.items():
+        lines += [f"### {name}", ""]
+        if isinstance(value, Mapping) and value and all(isinstance(v, Mapping) for v in value.values()):
+            for sub, inner in value.items():
+                lines += [f"#### {sub}", "", "| key | value |", "|:--|:--|"]
+                lines += [f"| {k} | {_render_value(v)} |" for k, v in inner.items()]
+                lines.append("")
+        elif isinstance(value, Mapping):
+            lines += [
+                "| key | value |",
+                "|:--|:--|",
+                *(f"| {k} | {_render_value(v)} |" for k, v in value.items()),
+                "",
+            ]
+        else:
+            lines += [_render_value(value), ""]
+    return lines
+
+
+def build_report(
+    results_csv: str | Path,
+    out_dir: str | Path,
+    extra: Mapping[str, Any] | None = None,
+    *,
+    per_image: pd.DataFrame | None = None,
+    curves: pd.DataFrame | None = None,
+    figure1_inputs: Mapping[str, Figure1Inputs] | None = None,
+    thresholds: ClaimThresholds = DEFAULT_THRESHOLDS,
+    published_csv: str | Path = PUBLISHED_CSV,
+) -> Path:
+    """Write ``tables/``, ``figures/`` and ``REPORT.md`` under ``out_dir``; return the REPORT.md path.
+
+    Args:
+        results_csv: the tidy long-format results (the report's only numeric source).
+        out_dir: report folder (created).
+        extra: provenance shown verbatim: configuration, manifests, versions, timings, ...
+        per_image: per-image recognition rows (``model, label_set, method, image_id, base_prob,
+            average_drop, average_gain, insertion, deletion``) for Figure 2 and the Figure 1 picks.
+        curves: mean insertion/deletion curves (``model, method, curve, fraction, value``).
+        figure1_inputs: model id -> images, maps and picks of Figure 1.
+        thresholds: the claims' thresholds.
+        published_csv: the published tables (``configs/acml2024_tables.csv``).
+
+    Raises:
+        DataError: unreadable or malformed ``results.csv`` / per-image data.
+    """
+    results_csv, out = Path(results_csv), Path(out_dir)
+    frame = load_results(results_csv)
+    digest = hashlib.sha256(results_csv.read_bytes()).hexdigest()[:16]
+    keys = run_keys(frame)
+    reference = evaluate_claims(published_as_results(load_published(published_csv)), thresholds)
+    lines = [
+        "# salbench report",
+        "",
+        f"Built from `{results_csv.name}` ({len(frame)} rows, sha256 {digest}...). Reproduces the tables, "
+        "figures and claims of Zhang, Torres Figueroa, Hermanns: *Saliency Maps Give a False Sense of "
+        "Explanability to Image Classifiers* (ACML 2024) on this run's own numbers.",
+        "",
+    ]
+    if not keys:
+        lines += [f"`{results_csv.name}` holds no results: every table and figure is {NOT_COMPUTED}.", ""]
+    for key in keys:
+        sub = "" if len(keys) == 1 else key.slug
+        rows = select_run(frame, key)
+        tables = build_tables(rows)
+        fig1 = (figure1_inputs or {}).get(key.model)
+        lines += [f"## {key.describe()}", "", "### Configuration", "", *_configuration(key, rows), ""]
+        lines += _tables_section(tables, out, sub)
+        lines += _published_section(key, tables, out, sub, Path(published_csv))
+        lines += _figures_section(key, rows, out, sub, per_image, curves, fig1)
+        lines += _claims_section(rows, thresholds, reference)
+    lines += _provenance(extra)
+    path = out / "REPORT.md"
+    write_text(path, "\n".join(lines).rstrip() + "\n")
+    log.info("report written to %s", path)
+    return path
