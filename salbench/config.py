@@ -99,8 +99,8 @@ class TrainConfig:
     seed: int = 0
     epochs: int = 12
     batch_size: int = 64
-    lr: float = 0.05
-    weight_decay: float = 5e-4
+    lr: float = 0.002
+    weight_decay: float = 0.05
     label_smoothing: float = 0.0
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from salbench.data.sources import iter_batches
+from salbench.data.images import FileImages
 from salbench.errors import DataError
 from salbench.methods.scoped import model_mode
 from salbench.outputs import write_csv, write_json, write_run_record
+from salbench.progress import progress as progress_bar
 from salbench.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -51,21 +51,21 @@ def compute_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
     names = ws.data.class_names
     rows = []
     bs = ws.cfg.run.batch_size
-    n_batches = -(-len(ws.data.records) // bs)
+    n_batches = -(-len(ws.images) // bs)
+    files = ws.images.source if isinstance(ws.images, FileImages) else None
     with model_mode(ws.model, False):
-        for idx, images, labels in tqdm(
-            iter_batches(ws.data, bs), total=n_batches, desc="diagnostics", disable=not progress
-        ):
+        batches = progress_bar(ws.images.batches(bs), "diagnostics", n_batches, progress)
+        for idx, images, labels in batches:
             probs = torch.softmax(ws.model(images.to(ws.runtime.torch_device)).float(), dim=1).cpu()
             gt = probs.gather(1, labels.view(-1, 1)).squeeze(1)
             p_top, top = probs.max(1)
             p_low, low = probs.min(1)
             for k, i in enumerate(idx):
-                rec = ws.data.records[int(i)]
+                rec = files.records[int(i)] if files is not None else None
                 rows.append(
                     {
-                        "image_id": rec.image_id,
-                        "path": str(rec.path.relative_to(ws.data.root)),
+                        "image_id": ws.images.ids[int(i)],
+                        "path": str(rec.path.relative_to(files.root)) if rec is not None else "",
                         "groundtruth_label": int(labels[k]),
                         "groundtruth_name": names[int(labels[k])],
                         "groundtruth_prob": float(gt[k]),
@@ -103,7 +103,7 @@ def run_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
     csv = ws.layout.diagnostics_csv
     if csv.is_file() and not ws.cfg.run.overwrite:
         frame = pd.read_csv(csv)
-        if frame["image_id"].astype(str).tolist() == ws.data.ids:
+        if frame["image_id"].astype(str).tolist() == ws.images.ids:
             log.info(
                 "diagnostics exist for these %d images: %s (use --overwrite to recompute)", len(frame), csv
             )

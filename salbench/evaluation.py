@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from salbench.data.sources import iter_batches, load_boxes, load_mask
+from salbench.data.sources import load_boxes, load_mask
 from salbench.diagnostics import read_targets
 from salbench.metrics import METRICS
 from salbench.outputs import atomic_path, write_csv
+from salbench.progress import progress as progress_bar
 from salbench.results import upsert_results
 from salbench.store import MapStore
 from salbench.workspace import Workspace
@@ -48,6 +48,8 @@ class Batch:
 
     def boxes(self, ws: Workspace) -> list[np.ndarray] | None:
         if "boxes" not in self._extras:
+            if ws.augmentation != "none":
+                return None
             recs = [ws.data.records[int(r)] for r in self.rows]
             boxes = [load_boxes(ws.data, r) for r in recs]
             self._extras["boxes"] = None if any(b is None for b in boxes) else boxes
@@ -55,6 +57,8 @@ class Batch:
 
     def masks(self, ws: Workspace) -> torch.Tensor | None:
         if "masks" not in self._extras:
+            if ws.augmentation != "none":
+                return None
             recs = [ws.data.records[int(r)] for r in self.rows]
             masks = [load_mask(ws.data, r) for r in recs] if ws.data.masks is not None else [None]
             self._extras["masks"] = None if any(m is None for m in masks) else torch.stack(masks)
@@ -177,7 +181,7 @@ def evaluate(
 ) -> list[dict]:
     """Run ``kind`` for every label set of the config x available (or given) methods; returns result rows."""
     all_rows: list[dict] = []
-    bs, n = ws.cfg.run.batch_size, len(ws.data.records)
+    bs, n = ws.cfg.run.batch_size, len(ws.images)
     n_batches = -(-n // bs)
     for label_set in ws.cfg.run.label_sets:
         avail = available_methods(ws, label_set)
@@ -191,7 +195,7 @@ def evaluate(
         pending = [
             m
             for m in todo
-            if ws.cfg.run.overwrite or not _is_done(_final_path(ws, label_set, m, kind.name), ws.data.ids)
+            if ws.cfg.run.overwrite or not _is_done(_final_path(ws, label_set, m, kind.name), ws.images.ids)
         ]
         if pending:
             _run_batches(ws, kind, label_set, pending, n_batches, progress)
@@ -202,7 +206,7 @@ def evaluate(
                 if m in pending
                 else pd.read_csv(final, dtype={"image_id": str})
             )
-            all_rows += summary_rows(ws, label_set, m, frame, kind.summarised)
+            all_rows += summary_rows(ws, label_set, m, frame, kind.summarised, ws.augmentation, ws.variant)
     upsert_results(ws.layout.results_csv, all_rows)
     return all_rows
 
@@ -210,25 +214,25 @@ def evaluate(
 def _run_batches(
     ws: Workspace, kind: Kind, label_set: str, methods: list[str], n_batches: int, progress: bool
 ) -> None:
-    bs, n = ws.cfg.run.batch_size, len(ws.data.records)
-    targets, base = read_targets(ws.layout.diagnostics_csv, label_set, ws.data.ids)
+    bs, n = ws.cfg.run.batch_size, len(ws.images)
+    targets, base = read_targets(ws.layout.diagnostics_csv, label_set, ws.images.ids)
     correct = (
-        read_targets(ws.layout.diagnostics_csv, "predicted", ws.data.ids)[0]
-        == read_targets(ws.layout.diagnostics_csv, "groundtruth", ws.data.ids)[0]
+        read_targets(ws.layout.diagnostics_csv, "predicted", ws.images.ids)[0]
+        == read_targets(ws.layout.diagnostics_csv, "groundtruth", ws.images.ids)[0]
     )
     stores = {m: MapStore.read_only(ws.layout.maps(label_set, m)) for m in methods}
     state = kind.make_state(ws, label_set)
     dev = ws.runtime.torch_device
-    for b in tqdm(range(n_batches), desc=f"{kind.name} {label_set}", disable=not progress):
+    for b in progress_bar(range(n_batches), f"{kind.name} {label_set}", enabled=progress):
         todo = [m for m in methods if not _part_paths(ws, label_set, m, kind.name, b)[0].is_file()]
         if not todo:
             continue
         rows = np.arange(b * bs, min((b + 1) * bs, n))
-        _, images, _ = next(iter_batches(ws.data, bs, rows))
+        images = ws.images.load(rows)
         batch = Batch(
             b,
             rows,
-            [ws.data.ids[i] for i in rows],
+            [ws.images.ids[i] for i in rows],
             images.to(dev),
             torch.as_tensor(targets[rows], device=dev),
             base[rows],

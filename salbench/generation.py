@@ -17,14 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from salbench.config import config_to_dict
-from salbench.data.sources import iter_batches
 from salbench.diagnostics import read_targets
 from salbench.methods import METHODS, SaliencyMethod, build_params
 from salbench.methods.rise import generate_masks, load_masks, save_masks
 from salbench.passes import count_passes
+from salbench.progress import progress as progress_bar
 from salbench.store import MapStore
 from salbench.workspace import Workspace, open_workspace
 
@@ -63,7 +62,7 @@ def _prepare(ws: Workspace, method: SaliencyMethod, progress: bool) -> None:
         if path.is_file():
             masks = load_masks(path)
         else:
-            h, w = _input_size(ws)
+            h, w = ws.images.size
             g = torch.Generator(device=ws.runtime.device).manual_seed(ws.cfg.run.seed)
             masks = generate_masks(p.n_masks, p.grid_size, p.p1, (h, w), g)
             save_masks(masks, path)
@@ -71,18 +70,11 @@ def _prepare(ws: Workspace, method: SaliencyMethod, progress: bool) -> None:
     if type(method).fit is not SaliencyMethod.fit:
         batches = (
             images.to(ws.runtime.device)
-            for _, images, _ in tqdm(
-                iter_batches(ws.data, ws.cfg.run.batch_size),
-                desc=f"{method.store_id}: fit",
-                disable=not progress,
+            for _, images, _ in progress_bar(
+                ws.images.batches(ws.cfg.run.batch_size), f"{method.store_id}: fit", enabled=progress
             )
         )
         method.fit(batches)
-
-
-def _input_size(ws: Workspace) -> tuple[int, int]:
-    side = ws.data.preprocess.crop or ws.data.preprocess.resize
-    return side, side
 
 
 def _open_store(ws: Workspace, label_set: str, method: SaliencyMethod) -> MapStore:
@@ -100,8 +92,8 @@ def _open_store(ws: Workspace, label_set: str, method: SaliencyMethod) -> MapSto
     }
     path = ws.layout.maps(label_set, method.store_id)
     if ws.cfg.run.overwrite and path.exists():
-        return MapStore.open(path, ws.data.ids, _input_size(ws), attrs=_jsonable(attrs), overwrite=True)
-    return MapStore.open(path, ws.data.ids, _input_size(ws), attrs=_jsonable(attrs))
+        return MapStore.open(path, ws.images.ids, ws.images.size, attrs=_jsonable(attrs), overwrite=True)
+    return MapStore.open(path, ws.images.ids, ws.images.size, attrs=_jsonable(attrs))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -142,9 +134,9 @@ def generate(
     """Stage 2 for every label set of the config x ``method_ids``; returns one record per pair."""
     records = []
     bs = ws.cfg.run.batch_size
-    n = len(ws.data.records)
+    n = len(ws.images)
     for label_set in ws.cfg.run.label_sets:
-        targets, _ = read_targets(ws.layout.diagnostics_csv, label_set, ws.data.ids)
+        targets, _ = read_targets(ws.layout.diagnostics_csv, label_set, ws.images.ids)
         for method_id in method_ids:
             method = build_method(ws, method_id, overrides)
             store = _open_store(ws, label_set, method)
@@ -157,9 +149,9 @@ def generate(
             batches = sorted({int(r) // bs for r in pending})
             t0 = time.perf_counter()
             with count_passes(ws.model) as passes:
-                for b in tqdm(batches, desc=f"{label_set}/{method.store_id}", disable=not progress):
+                for b in progress_bar(batches, f"{label_set}/{method.store_id}", enabled=progress):
                     rows = np.arange(b * bs, min((b + 1) * bs, n))
-                    _, images, _ = next(iter_batches(ws.data, bs, rows))
+                    images = ws.images.load(rows)
                     tgt = torch.as_tensor(targets[rows], device=ws.runtime.device)
                     maps = method(images.to(ws.runtime.device), tgt, batch_generator(ws, method.store_id, b))
                     store.write(rows, maps.detach().float().cpu().numpy())

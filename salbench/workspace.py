@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from salbench.config import Config
+from salbench.data.images import FileImages, ImageSource
 from salbench.data.sources import DataSource, open_data
 from salbench.errors import ConfigError
 from salbench.layout import RunLayout, embedded_checkpoint
@@ -37,6 +38,9 @@ class Workspace:
     model_info: dict[str, Any]
     target_layer: str
     context: MethodContext
+    images: ImageSource
+    augmentation: str = "none"
+    variant: str = ""
 
     def describe(self) -> dict[str, Any]:
         """Provenance recorded in manifests."""
@@ -62,4 +66,6 @@ def open_workspace(cfg: Config, split: str | None = None) -> Workspace:
         std=data.preprocess.std,
         num_classes=info["num_classes"],
     )
-    return Workspace(cfg, runtime, RunLayout.from_config(cfg), data, model, info, spec, context)
+    return Workspace(
+        cfg, runtime, RunLayout.from_config(cfg), data, model, info, spec, context, FileImages(data)
+    )

@@ -14,6 +14,7 @@ from torch import nn
 
 from main import diagnostics as diag_script
 from salbench.config import resolve_config
+from salbench.data.images import FileImages
 from salbench.data.sources import open_data
 from salbench.diagnostics import compute_diagnostics, read_targets
 from salbench.layout import RunLayout
@@ -57,7 +58,15 @@ def test_diagnostics_exact_softmax(tmp_path):
     data = open_data(cfg)
     assert data.class_names == ("blue", "green", "red")
     ws = Workspace(
-        cfg, setup_runtime(cfg.run), RunLayout.from_config(cfg), data, ChannelMeans(), {}, "", MethodContext()
+        cfg,
+        setup_runtime(cfg.run),
+        RunLayout.from_config(cfg),
+        data,
+        ChannelMeans(),
+        {},
+        "",
+        MethodContext(),
+        FileImages(data),
     )
     frame = compute_diagnostics(ws, progress=False)
     # blue image: normalised means (-1, -1, 1) -> logits (-2, -2, 2)

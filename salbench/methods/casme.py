@@ -122,5 +122,7 @@ class Casme(SaliencyMethod):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info["masker"] = {k: self.masker_meta.get(k) for k in ("format", "encoder", "decoder_width", "upsample")}
+        info["masker"] = {
+            k: self.masker_meta.get(k) for k in ("format", "encoder", "decoder_width", "upsample")
+        }
         return info

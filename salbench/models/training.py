@@ -18,18 +18,18 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from salbench.config import Config, TrainConfig, config_to_dict
 from salbench.data.sources import DataSource, load_image, open_data
 from salbench.outputs import atomic_path, write_csv
+from salbench.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
 
 def load_split(source: DataSource, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole split in memory: normalised images (N,3,H,W) float32 and labels (N,)."""
-    images = [load_image(source, r) for r in tqdm(source.records, desc="load images", disable=not progress)]
+    images = [load_image(source, r) for r in progress_bar(source.records, "load images", enabled=progress)]
     labels = torch.tensor([r.label for r in source.records], dtype=torch.long)
     return torch.stack(images), labels
 
@@ -69,15 +69,13 @@ def train_classifier(
     device: torch.device,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """SGD (momentum 0.9, nesterov) with cosine learning rate; returns one row of history per epoch."""
+    """AdamW with a one-cycle learning rate; returns one row of history per epoch."""
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model.to(device)
     x_train, y_train = train
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
-    )
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
     )
@@ -87,9 +85,7 @@ def train_classifier(
         model.train()
         perm = torch.randperm(len(x_train), generator=gen)
         total_loss, correct = 0.0, 0
-        bar = tqdm(
-            range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False
-        )
+        bar = progress_bar(range(steps_per_epoch), f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress)
         for step in bar:
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             xb = augment(x_train[idx], gen, max_shift=x_train.shape[-1] // 16).to(device)

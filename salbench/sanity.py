@@ -1,0 +1,544 @@
+"""Sanity checks for saliency maps (Adebayo et al., NeurIPS 2018, "Sanity Checks for Saliency Maps").
+
+Model-parameter randomisation (paper Sec. 3): the model's parameterised top-level blocks are
+re-initialised from the output layer down, either *cascading* (every block above and including the
+level) or *independent* (that block alone), always on a copy of the model. Data randomisation (paper
+Sec. 4): the same architecture trained on the training split with shuffled labels. Each method's maps
+on the randomised model are compared with its maps on the original model, per image:
+
+- ``sanity_spearman_abs``: Spearman rank correlation of the maps as the benchmark stores them (already
+  absolute-valued or non-negative for every registered method; the paper's "absolute value" variant);
+- ``sanity_spearman``: Spearman rank correlation of signed maps: the channel sum of the raw attributions
+  for the gradient family, the stored map for every other method (non-negative: then equal to the above);
+- ``sanity_ssim``: ``skimage.metrics.structural_similarity`` (``data_range=1``, 7x7 uniform window,
+  sample covariance) of the stored maps clipped to [0, 1];
+- ``sanity_hog``: Pearson correlation of the ``skimage.feature.hog`` vectors (:data:`HOG_PARAMS`) of
+  the stored maps clipped to [0, 1].
+
+A correlation is undefined when a map is constant; it is then 1 when the two maps are identical and 0
+otherwise (a constant map shares no ranking). Lower similarity is better: a method whose mean
+``flag_metric`` at the deepest cascading level (every block randomised) stays above ``threshold``
+(default 0.5) *fails* the check. The model-free controls (``fakecam``, ``edge``, ``random`` with the same
+generator) are identical under randomisation, score exactly 1 and must be flagged, or the check is void.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+from matplotlib.figure import Figure
+from scipy.stats import pearsonr, spearmanr
+from skimage.feature import hog
+from skimage.metrics import structural_similarity
+from torch import nn
+
+from salbench.config import Config, TrainConfig
+from salbench.data.sources import open_data
+from salbench.diagnostics import read_targets
+from salbench.errors import ConfigError
+from salbench.generation import batch_generator
+from salbench.methods import METHODS, SaliencyMethod, build_params
+from salbench.methods.deprocess import get_deprocessor
+from salbench.methods.gradients import GradientFamilyMethod
+from salbench.methods.rise import generate_masks
+from salbench.models.layers import get_submodule
+from salbench.models.registry import EMBEDDED_MODELS, load_checkpoint
+from salbench.models.training import load_split, train_classifier
+from salbench.outputs import atomic_path, write_csv, write_run_record
+from salbench.results import upsert_results
+from salbench.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+METRIC_IDS = ("sanity_spearman_abs", "sanity_spearman", "sanity_ssim", "sanity_hog")
+VARIANTS = ("cascading", "independent", "data")
+DEFAULT_METHODS = ("fakecam", "edge", "random", "gradient", "gradcam", "integrated_gradients", "rise")
+CONTROL_FAMILIES = ("Uninformed", "Control")
+DEFAULT_LIMIT = 16
+QUICK_EPOCHS = 2
+HOG_PARAMS = {"orientations": 9, "pixels_per_cell": (8, 8), "cells_per_block": (3, 3), "block_norm": "L2-Hys"}
+_WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerBlock:
+    """One randomisation level: ``name`` (``fc``, ``layer4``, ``conv1+bn1``) and its module paths."""
+
+    name: str
+    modules: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SanitySettings:
+    """What :func:`run_sanity` computes.
+
+    Attributes:
+        methods: registry ids of the methods checked.
+        variants: subset of :data:`VARIANTS`; None = all that apply (``data`` needs the embedded benchmark).
+        threshold: a method fails when its mean ``flag_metric`` at full cascading randomisation exceeds it.
+        flag_metric: one of :data:`METRIC_IDS`.
+        train: training recipe of the label-shuffled model (None: the run's ``train`` section).
+    """
+
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    variants: tuple[str, ...] | None = None
+    threshold: float = 0.5
+    flag_metric: str = "sanity_spearman_abs"
+    train: TrainConfig | None = None
+
+
+def _has_params(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
+def _is_leaf(module: nn.Module) -> bool:
+    return not any(True for _ in module.children())
+
+
+def randomisation_blocks(model: nn.Module) -> list[LayerBlock]:
+    """The model's parameterised top-level blocks, output layer first (the cascading order).
+
+    A top-level container whose children are all leaves (a VGG's ``features``/``classifier``) is split
+    into its children; a parameterised leaf that is not a convolution or linear layer (a norm layer)
+    joins the block before it. torchvision ResNets: ``fc, layer4, layer3, layer2, layer1, conv1+bn1``;
+    VGGs: the classifier's linear layers, then the ``features`` conv(+bn) blocks, top down.
+    """
+    atoms: list[tuple[str, nn.Module]] = []
+    for name, child in model.named_children():
+        kids = list(child.named_children())
+        if kids and all(_is_leaf(k) for _, k in kids):
+            atoms += [(f"{name}.{k}", m) for k, m in kids]
+        else:
+            atoms.append((name, child))
+    groups: list[list[str]] = []
+    for name, module in atoms:
+        if not _has_params(module):
+            continue
+        if groups and _is_leaf(module) and not isinstance(module, _WEIGHT_LAYERS):
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    if not groups:
+        raise ConfigError(f"model {type(model).__name__} has no parameterised blocks to randomise")
+    return [LayerBlock("+".join(g), tuple(g)) for g in reversed(groups)]
+
+
+@contextlib.contextmanager
+def seeded_global_rng(device: torch.device, seed: int) -> Iterator[None]:
+    """Seed the global CPU RNG (and ``device``'s, if CUDA) with ``seed``; restore their states on exit."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        if devices:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def _reinitialise(module: nn.Module, generator: torch.Generator) -> None:
+    """Re-draw every parameter of ``module`` in place from ``generator`` (see :func:`randomised_copy`)."""
+    params = list(module.named_parameters())
+    covered = {id(p) for m in module.modules() if hasattr(m, "reset_parameters") for p in m.parameters()}
+    device = params[0][1].device if params else torch.device("cpu")
+    with seeded_global_rng(device, int(torch.randint(2**62, (1,), generator=generator))), torch.no_grad():
+        for m in module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    with torch.no_grad():
+        for _, p in params:
+            if id(p) not in covered:
+                noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+                p.copy_((noise * p.double().std().nan_to_num(0.0) + p.double().mean()).to(p))
+
+
+def randomised_copy(model: nn.Module, blocks: Sequence[LayerBlock], generator: torch.Generator) -> nn.Module:
+    """A deep copy of ``model`` with the parameters of ``blocks`` re-initialised; ``model`` is untouched.
+
+    Each module's own ``reset_parameters`` (PyTorch's default initialisation: U(+-1/sqrt(fan_in)) for
+    conv/linear weights and biases; weight 1, bias 0, running statistics reset for norm layers) runs under
+    the global RNG seeded from one draw of a per-block generator and restored afterwards. Parameters no
+    ``reset_parameters`` covers are drawn normal with the original tensor's mean and std. The per-block
+    generator is seeded from one draw of ``generator`` and the block's name, so for generators in the
+    same state a block gets the same weights whichever other blocks are randomised with it.
+    """
+    base = int(torch.randint(2**62, (1,), generator=generator))
+    out = copy.deepcopy(model)
+    for block in blocks:
+        g = torch.Generator().manual_seed((base + zlib.crc32(block.name.encode()) * 7919) % 2**63)
+        for path in block.modules:
+            _reinitialise(get_submodule(out, path), g)
+    return out
+
+
+def _correlation(x: np.ndarray, y: np.ndarray, fn: Callable) -> float:
+    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+    if np.array_equal(x, y):  # exactly 1 by definition, free of rounding (controls must score 1)
+        return 1.0
+    if x.min() == x.max() or y.min() == y.max():
+        return 0.0
+    return float(np.clip(fn(x, y).statistic, -1.0, 1.0))
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two maps (any shape, flattened; ties get average ranks)."""
+    return _correlation(a, b, spearmanr)
+
+
+def ssim_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM (Wang et al. 2004) of two (H,W) maps clipped to [0, 1]; ``data_range=1``, defaults."""
+    a, b = (np.clip(np.asarray(m, np.float64), 0.0, 1.0) for m in (a, b))
+    return float(structural_similarity(a, b, data_range=1.0))
+
+
+def hog_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of the HOG vectors (Dalal & Triggs 2005; :data:`HOG_PARAMS`) of two (H,W) maps."""
+    ha, hb = (hog(np.clip(np.asarray(m, np.float64), 0.0, 1.0), **HOG_PARAMS) for m in (a, b))
+    return _correlation(ha, hb, pearsonr)
+
+
+def similarity_scores(
+    reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Per-image :data:`METRIC_IDS` between ``(maps (N,H,W), signed maps (N,H,W))`` pairs -> (N,) each."""
+    (maps0, signed0), (maps1, signed1) = reference, other
+    fns = (
+        lambda i: rank_correlation(maps0[i], maps1[i]),
+        lambda i: rank_correlation(signed0[i], signed1[i]),
+        lambda i: ssim_similarity(maps0[i], maps1[i]),
+        lambda i: hog_similarity(maps0[i], maps1[i]),
+    )
+    return {k: np.array([fn(i) for i in range(len(maps0))]) for k, fn in zip(METRIC_IDS, fns)}
+
+
+class MethodExplainer:
+    """Builds ``method_id`` on any model with the run's parameters, shared RISE masks and per-batch seeds."""
+
+    def __init__(self, ws: Workspace, method_id: str, batches: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.ws, self.batches, self.cls = ws, batches, METHODS.get(method_id)
+        self.params = build_params(self.cls.params_cls, ws.cfg.method_params(method_id), method_id)
+        self.masks = None
+        if hasattr(self.cls, "set_masks"):  # RISE: one mask set per run, as stage 2 draws it
+            p, size = self.params, tuple(batches[0][0].shape[-2:])
+            g = torch.Generator(device=ws.runtime.device).manual_seed(ws.cfg.run.seed)
+            self.masks = generate_masks(p.n_masks, p.grid_size, p.p1, size, g)
+        self.store_id = self._build(ws.model, fit=False).store_id
+
+    def _build(self, model: nn.Module, fit: bool = True) -> SaliencyMethod:
+        layer = get_submodule(model, self.ws.target_layer) if self.ws.target_layer else None
+        method = self.cls(model, dataclasses.replace(self.ws.context, target_layer=layer), self.params)
+        if self.masks is not None:
+            method.set_masks(self.masks)
+        if fit and type(method).fit is not SaliencyMethod.fit:  # IBA: statistics of this model
+            method.fit(images for images, _ in self.batches)
+        return method
+
+    def __call__(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        """(maps (N,H,W), signed maps (N,H,W)) of every image on ``model``."""
+        method, maps, signed = self._build(model), [], []
+        for b, (images, targets) in enumerate(self.batches):
+            gen = batch_generator(self.ws, self.store_id, b)
+            if isinstance(method, GradientFamilyMethod):
+                raw = method.raw_attributions(images, targets, gen)
+                m, s = get_deprocessor(method.params.deprocess)(raw), raw.sum(1)
+            else:
+                m = s = method(images, targets, gen)
+            maps.append(m.detach().float().cpu().numpy())
+            signed.append(s.detach().float().cpu().numpy())
+        return np.concatenate(maps), np.concatenate(signed)
+
+
+def _fresh_model(ws: Workspace) -> nn.Module:
+    n, name = int(ws.model_info["num_classes"]), ws.cfg.model.name
+    if name in EMBEDDED_MODELS:
+        return EMBEDDED_MODELS.get(name)(n)
+    return torchvision.models.get_model(name, weights=None, num_classes=n)
+
+
+def label_shuffled_model(ws: Workspace, train: TrainConfig, progress: bool = True) -> nn.Module:
+    """The run's architecture trained on the training split with shuffled labels (paper Sec. 4), cached.
+
+    Labels are permuted with a generator seeded by ``train.seed`` (class frequencies kept); initialisation
+    and training draw from the global RNG seeded by ``train.seed`` and restored afterwards. Validation
+    accuracy is against the true labels (near chance when the model learnt nothing of the task). The
+    checkpoint and its training history live under ``<model>/sanity/``.
+    """
+    folder = ws.layout.model_dir / "sanity"
+    ckpt = folder / f"label_shuffled_data{ws.cfg.data.embedded.seed}_seed{train.seed}_epochs{train.epochs}.pt"
+    with seeded_global_rng(ws.runtime.torch_device, train.seed):
+        model = _fresh_model(ws)
+        if ckpt.is_file() and not ws.cfg.run.overwrite:
+            model.load_state_dict(load_checkpoint(ckpt)[0])
+            return model.to(ws.runtime.torch_device).eval()
+        x_train, y_train = load_split(open_data(ws.cfg, split="train", limit=0), progress)
+        val = load_split(open_data(ws.cfg, split="val", limit=0), progress)
+        perm = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(train.seed))
+        history = train_classifier(
+            model, (x_train, y_train[perm]), val, train, ws.runtime.torch_device, progress
+        )
+    write_csv(ckpt.with_suffix(".history.csv"), history)
+    meta = {"train": dataclasses.asdict(train), "labels": "shuffled", **history.iloc[-1].to_dict()}
+    with atomic_path(ckpt) as tmp:
+        torch.save(
+            {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}, tmp
+        )
+    return model.eval()
+
+
+def model_variants(
+    ws: Workspace, blocks: Sequence[LayerBlock], variants: Sequence[str], data_model: Callable[[], nn.Module]
+) -> Iterator[tuple[str, int, nn.Module]]:
+    """Yield ``(variant, level, model)`` lazily: ``cascading:<block>``, ``independent:<block>``, ``data``."""
+    for kind in ("cascading", "independent"):
+        if kind in variants:
+            for k, block in enumerate(blocks):
+                chosen = blocks[: k + 1] if kind == "cascading" else [block]
+                gen = torch.Generator().manual_seed(ws.cfg.run.seed)
+                yield f"{kind}:{block.name}", k + 1, randomised_copy(ws.model, chosen, gen)
+    if "data" in variants:
+        yield "data", 0, data_model()
+
+
+def _per_method_csv(ws: Workspace, label_set: str, store_id: str) -> Path:
+    return ws.layout.model_dir / "sanity" / label_set / f"{store_id}.csv"
+
+
+def _is_done(path: Path, ids: list[str], variants: set[str]) -> bool:
+    if not path.is_file():
+        return False
+    frame = pd.read_csv(path, dtype={"image_id": str, "variant": str})
+    return set(frame["variant"]) == variants and all(
+        part["image_id"].tolist() == ids for _, part in frame.groupby("variant")
+    )
+
+
+def compare_methods(
+    explainers: Sequence[MethodExplainer], ids: list[str], models: Iterator[tuple[str, int, nn.Module]]
+) -> dict[str, pd.DataFrame]:
+    """Per store id, one row per image x variant with :data:`METRIC_IDS` (each model is built once)."""
+    reference = {e.store_id: e(e.ws.model) for e in explainers}
+    parts: dict[str, list[pd.DataFrame]] = {e.store_id: [] for e in explainers}
+    for variant, level, model in models:
+        log.info("sanity: %s", variant)
+        for e in explainers:
+            scores = similarity_scores(reference[e.store_id], e(model))
+            parts[e.store_id].append(
+                pd.DataFrame({"image_id": ids, "variant": variant, "level": level, **scores})
+            )
+    return {k: pd.concat(v, ignore_index=True) for k, v in parts.items()}
+
+
+def summarise(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: ``variant, level, n_images`` and the mean of each of :data:`METRIC_IDS`."""
+    grouped = per_image.groupby("variant", sort=False)
+    out = grouped[list(METRIC_IDS)].mean()
+    out.insert(0, "n_images", grouped.size())
+    out.insert(0, "level", grouped["level"].first())
+    return out.reset_index()
+
+
+def flag_row(method: str, family: str, summary: pd.DataFrame, deepest: str, settings: SanitySettings) -> dict:
+    """Flags of one method: similarity at full cascading randomisation and under data randomisation."""
+    by_variant = summary.set_index("variant")[settings.flag_metric]
+    full = float(by_variant.get(deepest, np.nan))
+    data = float(by_variant.get("data", np.nan))
+    return {
+        "method": method,
+        "family": family,
+        "control": family in CONTROL_FAMILIES,
+        "flag_metric": settings.flag_metric,
+        "threshold": settings.threshold,
+        "similarity_full_randomisation": full,
+        "similarity_data_randomisation": data,
+        "fails_model_randomisation": bool(full > settings.threshold) if np.isfinite(full) else None,
+        "fails_data_randomisation": bool(data > settings.threshold) if np.isfinite(data) else None,
+    }
+
+
+def result_rows(
+    ws: Workspace, label_set: str, method: str, per_image: pd.DataFrame, flags: dict
+) -> list[dict]:
+    """Tidy ``results.csv`` rows: mean similarity per variant x metric, plus 0/1 ``sanity_fails`` rows."""
+    base = {"model": ws.cfg.model.name, "dataset": ws.data.name, "label_set": label_set, "method": method}
+    base |= {"augmentation": ws.augmentation, "higher_is_better": False, "protocol": ws.cfg.run.protocol}
+    rows = []
+    for variant, part in per_image.groupby("variant", sort=False):
+        for metric in METRIC_IDS:
+            vals = part[metric].to_numpy(np.float64)
+            ok = np.isfinite(vals)
+            value = float(vals[ok].mean()) if ok.any() else float("nan")
+            rows.append({**base, "variant": variant, "metric": metric, "value": value})
+            rows[-1] |= {"n_images": int(ok.sum()), "n_skipped": int((~ok).sum())}
+    deepest = per_image.loc[per_image["variant"].str.startswith("cascading:"), "variant"]
+    for variant, key in ((deepest.iloc[-1] if len(deepest) else None, "model"), ("data", "data")):
+        fails = flags[f"fails_{key}_randomisation"]
+        if variant is not None and fails is not None:
+            n = int((per_image["variant"] == variant).sum())
+            rows.append({**base, "variant": variant, "metric": "sanity_fails", "value": float(fails)})
+            rows[-1] |= {"n_images": n, "n_skipped": 0}
+    return rows
+
+
+def cascade_figure(
+    summaries: dict[str, pd.DataFrame], blocks: Sequence[LayerBlock], settings: SanitySettings, path: Path
+) -> Path:
+    """Similarity vs randomised block (output layer first), one line per method, one panel per metric."""
+    from salbench.report.figures import LINESTYLES, MARKERS, OKABE_ITO
+
+    kinds = [
+        k
+        for k in ("cascading", "independent")
+        if any(s.variant.str.startswith(k).any() for s in summaries.values())
+    ]
+    fig = Figure(figsize=(4.2 * len(METRIC_IDS), 3.8 * max(len(kinds), 1)))
+    axes = fig.subplots(max(len(kinds), 1), len(METRIC_IDS), squeeze=False)
+    ticks = ["original", *(b.name for b in blocks)]
+    for r, kind in enumerate(kinds):
+        for c, metric in enumerate(METRIC_IDS):
+            ax = axes[r, c]
+            for i, (method, summary) in enumerate(summaries.items()):
+                part = summary[summary.variant.str.startswith(f"{kind}:")].sort_values("level")
+                style = {"color": OKABE_ITO[i % 8], "marker": MARKERS[i % len(MARKERS)]}
+                style["linestyle"] = LINESTYLES[(i // 8) % len(LINESTYLES)]
+                ax.plot([0, *part["level"]], [1.0, *part[metric]], label=method, markersize=4, **style)
+            if metric == settings.flag_metric:
+                ax.axhline(settings.threshold, color="grey", linestyle="--", linewidth=1)
+            ax.set_xticks(range(len(ticks)), ticks, rotation=45, ha="right", fontsize=8)
+            ax.set_title(f"{kind}: {metric.removeprefix('sanity_')}", fontsize=11)
+            ax.set_ylim(-1.05 if "spearman" in metric or metric == "sanity_hog" else -0.05, 1.05)
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle(
+        "Model-parameter randomisation (similarity to the original maps; lower = more model-sensitive)"
+    )
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    return path
+
+
+def resolve_variants(ws: Workspace, requested: Sequence[str] | None) -> tuple[str, ...]:
+    """The variants to run: ``requested`` (validated) or every variant that applies to the data."""
+    embedded = ws.cfg.data.kind == "embedded"
+    if requested is None:
+        return tuple(v for v in VARIANTS if v != "data" or embedded)
+    unknown = sorted(set(requested) - set(VARIANTS))
+    if unknown:
+        raise ConfigError(f"--variant {unknown[0]!r} is not one of {', '.join(VARIANTS)}")
+    if "data" in requested and not embedded:
+        raise ConfigError("--variant data needs data.kind embedded (it retrains on the training split)")
+    return tuple(v for v in VARIANTS if v in requested)
+
+
+def _check(settings: SanitySettings) -> None:
+    if not -1.0 <= settings.threshold <= 1.0:
+        raise ConfigError(f"--threshold must be in [-1, 1], got {settings.threshold}")
+    if settings.flag_metric not in METRIC_IDS:
+        raise ConfigError(f"flag metric {settings.flag_metric!r} is not one of {', '.join(METRIC_IDS)}")
+    for m in settings.methods:
+        METHODS.get(m)
+
+
+def _layers_frame(blocks: Sequence[LayerBlock]) -> pd.DataFrame:
+    rows = [{"level": i + 1, "block": b.name, "modules": " ".join(b.modules)} for i, b in enumerate(blocks)]
+    return pd.DataFrame(rows)
+
+
+def _check_label_set(
+    ws: Workspace,
+    label_set: str,
+    settings: SanitySettings,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    blocks: Sequence[LayerBlock],
+    models: Callable[[], Iterator[tuple[str, int, nn.Module]]],
+    expected: set[str],
+) -> tuple[dict[str, pd.DataFrame], list[dict], list[dict]]:
+    """One label set: compute the pending per-method CSVs, then ``(summaries, flags, results rows)``."""
+    ids = ws.images.ids
+    explainers = {
+        e.store_id: e for e in (MethodExplainer(ws, m, batches) for m in dict.fromkeys(settings.methods))
+    }
+    todo = [
+        e
+        for s, e in explainers.items()
+        if ws.cfg.run.overwrite or not _is_done(_per_method_csv(ws, label_set, s), ids, expected)
+    ]
+    if todo:
+        for store_id, frame in compare_methods(todo, ids, models()).items():
+            write_csv(_per_method_csv(ws, label_set, store_id), frame)
+    deepest = f"cascading:{blocks[-1].name}" if f"cascading:{blocks[-1].name}" in expected else ""
+    summaries, flags, rows = {}, [], []
+    for store_id, e in explainers.items():
+        per_image = pd.read_csv(_per_method_csv(ws, label_set, store_id), dtype={"image_id": str})
+        summaries[store_id] = summarise(per_image)
+        flags.append(flag_row(store_id, e.cls.family, summaries[store_id], deepest, settings))
+        rows += result_rows(ws, label_set, store_id, per_image, flags[-1])
+    return summaries, flags, rows
+
+
+def run_sanity(ws: Workspace, settings: SanitySettings, progress: bool = True) -> pd.DataFrame:
+    """Run the checks for every label set of the run; write CSVs, figure, results rows; return the flags.
+
+    Writes under ``<output_root>/<model>/sanity/``: ``layers.csv``; per label set ``<method>.csv``
+    (one row per image x variant; a complete one is reused unless ``overwrite``), ``summary.csv``,
+    ``flags.csv`` and ``cascade.png``; ``config.yaml`` and ``manifest.json``. Results rows go to
+    ``results.csv`` (metrics :data:`METRIC_IDS` and ``sanity_fails``).
+    """
+    _check(settings)
+    variants = resolve_variants(ws, settings.variants)
+    blocks = randomisation_blocks(ws.model)
+    out = ws.layout.model_dir / "sanity"
+    write_csv(out / "layers.csv", _layers_frame(blocks))
+    expected = {f"{k}:{b.name}" for k in ("cascading", "independent") if k in variants for b in blocks}
+    expected |= {"data"} if "data" in variants else set()
+    dev = ws.runtime.torch_device
+    loaded = [(idx, x.to(dev)) for idx, x, _ in ws.images.batches(ws.cfg.run.batch_size)]
+    cache: dict[str, nn.Module] = {}
+
+    def data_model() -> nn.Module:
+        if "model" not in cache:
+            cache["model"] = label_shuffled_model(ws, settings.train or ws.cfg.train, progress)
+        return cache["model"]
+
+    all_flags, rows = [], []
+    for label_set in ws.cfg.run.label_sets:
+        targets, _ = read_targets(ws.layout.diagnostics_csv, label_set, ws.images.ids)
+        batches = [(x, torch.as_tensor(targets[idx], device=dev)) for idx, x in loaded]
+        summaries, flags, new_rows = _check_label_set(
+            ws,
+            label_set,
+            settings,
+            batches,
+            blocks,
+            lambda: model_variants(ws, blocks, variants, data_model),
+            expected,
+        )
+        frame = pd.concat([s.assign(method=m) for m, s in summaries.items()], ignore_index=True)
+        write_csv(out / label_set / "summary.csv", frame[["method", *frame.columns[:-1]]])
+        write_csv(out / label_set / "flags.csv", pd.DataFrame(flags))
+        if expected - {"data"}:
+            cascade_figure(summaries, blocks, settings, out / label_set / "cascade.png")
+        all_flags.append(pd.DataFrame(flags).assign(label_set=label_set))
+        rows += new_rows
+    upsert_results(ws.layout.results_csv, rows)
+    extra = {"settings": dataclasses.asdict(settings), "variants": list(variants), "hog": HOG_PARAMS}
+    extra |= {"blocks": [b.name for b in blocks], "threshold_metric": settings.flag_metric}
+    write_run_record(out, ws.cfg, ws.runtime, "sanity", {**extra, **ws.describe()})
+    return pd.concat(all_flags, ignore_index=True)
+
+
+def with_image_limit(cfg: Config, limit: int | None) -> Config:
+    """``cfg`` limited to the first ``limit`` images (0 = all); None: the first :data:`DEFAULT_LIMIT`."""
+    if limit is None:
+        limit = DEFAULT_LIMIT if cfg.run.limit == 0 else min(DEFAULT_LIMIT, cfg.run.limit)
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, limit=limit))

@@ -1,0 +1,296 @@
+"""Gomez et al.'s metrics: exact values on an analytic model, agreement with saliency-maps-metrics 0.0.26
+on a tiny CNN (single-image batches), the non-multiple step case, per-image normalisation, streaming."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from saliency_maps_metrics.multi_step_metrics import Deletion, Insertion
+from saliency_maps_metrics.single_step_metrics import ADD, IIC_AD
+from torch import nn
+
+from salbench.errors import ConfigError, DataError
+from salbench.metrics.base import METRICS
+from salbench.metrics.engine import ForwardCounter
+from salbench.metrics.gomez import (
+    AverageDropGomez,
+    DeletionAUC,
+    DeletionCorrelation,
+    DeletionParams,
+    InsertionAUC,
+    blur_kernel_size,
+    box_blur,
+    curve_scores,
+    filling_images,
+    pixels_per_step,
+    single_step_scores,
+)
+
+ID_MEAN, ID_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+IDS = ("iic", "ad_gomez", "add", "dauc", "dc", "iauc", "ic")
+
+
+@pytest.fixture
+def trapz(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package calls ``np.trapz``, removed in NumPy 2.4; alias it for the reference only."""
+    monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)
+
+
+class AffineMean(nn.Module):
+    """p(class 0) = 0.25 + 0.5 * mean of all input values, as logits [log p, log(1 - p)]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = 0.25 + 0.5 * x.mean(dim=(1, 2, 3))
+        return torch.stack([p.log(), (1 - p).log()], dim=1)
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, seed: int = 0, classes: int = 4) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 4, classes)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen))
+            self.fc.weight.mul_(0.5)  # logits a few units apart: probabilities away from 0 and 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 2)
+        return self.fc(z.flatten(1))
+
+
+def softmaxed(model: nn.Module) -> nn.Module:
+    """The package expects probabilities from the model; ours applies the softmax itself."""
+    return nn.Sequential(model, nn.Softmax(dim=1)).eval()
+
+
+# Hand case: a 4x4 image of four 2x2 cells, a 2x2 map; nearest upsampling gives each map cell one
+# image cell. Order by decreasing saliency: cells (0,1), (1,0), (1,1), (0,0) with values .5, 0, .25, 1.
+HAND_CELLS = torch.tensor([[1.0, 0.5], [0.0, 0.25]], dtype=torch.float64)
+HAND_MAP = torch.tensor([[[0.1, 0.9], [0.4, 0.3]]], dtype=torch.float64)
+
+
+def hand_image() -> torch.Tensor:
+    cells = HAND_CELLS.repeat_interleave(2, 0).repeat_interleave(2, 1)
+    return cells.expand(1, 3, 4, 4).clone()
+
+
+def test_hand_deletion_and_insertion_exact() -> None:
+    img, t = hand_image(), torch.tensor([0])
+    # p = 0.25 + 0.5 * (sum of remaining cell values) / 4; deletion removes .5, 0, .25, 1 in turn
+    d_curve = [0.46875, 0.40625, 0.40625, 0.375, 0.25]
+    i_curve = [0.25, 0.3125, 0.3125, 0.34375, 0.46875]
+    dele = curve_scores(AffineMean(), img, HAND_MAP, t, game="deletion", mean=ID_MEAN, std=ID_STD)
+    ins = curve_scores(
+        AffineMean(), img, HAND_MAP, t, game="insertion", filling="black", mean=ID_MEAN, std=ID_STD
+    )
+    np.testing.assert_allclose(dele["curve"][0], d_curve, atol=1e-7)
+    np.testing.assert_allclose(ins["curve"][0], i_curve, atol=1e-7)
+    assert dele["dauc"][0] == pytest.approx((1.90625 - 0.46875 / 2 - 0.25 / 2) / 4, abs=1e-7)  # 0.38671875
+    assert ins["iauc"][0] == pytest.approx((1.6875 - 0.25 / 2 - 0.46875 / 2) / 4, abs=1e-7)  # 0.33203125
+    np.testing.assert_allclose(dele["step_saliency"][0], [0.9, 0.4, 0.3, 0.1])
+    # drops (= gains) per step: .0625, 0, .03125, .125 against saliency .9, .4, .3, .1
+    drops, sal = np.array([0.0625, 0.0, 0.03125, 0.125]), np.array([0.9, 0.4, 0.3, 0.1])
+    dc, sc = drops - drops.mean(), sal - sal.mean()
+    expected = (dc * sc).sum() / math.sqrt((dc**2).sum() * (sc**2).sum())
+    assert dele["dc"][0] == pytest.approx(expected, abs=1e-5)
+    assert ins["ic"][0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_hand_single_step_exact_and_per_image_minmax() -> None:
+    img = torch.ones(2, 3, 4, 4, dtype=torch.float64)  # p(original) = 0.75
+    binary = torch.zeros(4, 4, dtype=torch.float64)
+    binary[1:3, 1:3] = 1.0  # 4 of 16 pixels salient
+    maps = torch.stack([2 + 3 * binary, -7 + 10 * binary])  # same map after per-image min-max
+    out = single_step_scores(AffineMean(), img, maps, torch.tensor([0, 0]), mean=ID_MEAN, std=ID_STD)
+    np.testing.assert_allclose(out["base_prob"], [0.75, 0.75], atol=1e-7)
+    np.testing.assert_allclose(out["kept_prob"], [0.375, 0.375], atol=1e-7)  # 4/16 pixels left
+    np.testing.assert_allclose(out["removed_prob"], [0.625, 0.625], atol=1e-7)  # 12/16 pixels left
+    np.testing.assert_allclose(out["ad_gomez"], [0.5, 0.5], atol=1e-6)
+    np.testing.assert_allclose(out["add"], [1 / 6, 1 / 6], atol=1e-6)
+    np.testing.assert_array_equal(out["iic"], [0.0, 0.0])
+
+
+def test_box_blur_and_fillings_in_pixel_space() -> None:
+    assert [blur_kernel_size(h) for h in (4, 28, 50, 60, 224)] == [9, 9, 11, 13, 45]
+    ones = torch.ones(1, 3, 4, 4, dtype=torch.float64)
+    # a 9x9 window around any pixel of a 4x4 image covers all 16 pixels: 16/81 everywhere
+    torch.testing.assert_close(box_blur(ones), torch.full_like(ones, 16 / 81))
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    normalised = (ones - 0.5) / 0.25
+    torch.testing.assert_close(
+        filling_images(normalised, "blur", mean, std), (16 / 81 - 0.5) / 0.25 + 0 * ones
+    )
+    torch.testing.assert_close(filling_images(normalised, "black", mean, std), torch.full_like(ones, -2.0))
+    with pytest.raises(ConfigError, match="filling"):
+        filling_images(ones, "grey", mean, std)  # type: ignore[arg-type]
+
+
+def test_pixels_per_step_rule() -> None:
+    assert pixels_per_step(7 * 7) == 1
+    assert pixels_per_step(14 * 14) == 1
+    assert pixels_per_step(16 * 16) == 1  # 256 // 196
+    assert pixels_per_step(28 * 28) == 4
+    assert pixels_per_step(21 * 21) == 2  # 441 cells: 220 steps of 2 and a last step of 1
+    assert pixels_per_step(28 * 28, bound_max_step=False) == 1
+
+
+def _case(seed: int, res: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    img = torch.rand(1, 3, 16, 16, generator=gen)
+    return img, torch.rand(1, *res, generator=gen), torch.tensor([seed % 4])
+
+
+@pytest.mark.usefixtures("trapz")
+@pytest.mark.parametrize("filling", ["black", "blur"])
+@pytest.mark.parametrize("res", [(4, 4), (16, 16)], ids=["low_res", "input_res"])
+def test_agreement_with_saliency_maps_metrics(filling: str, res: tuple[int, int]) -> None:
+    """Single-image batches (the package normalises over the batch). Tolerances: probabilities come
+    from the same float32 network evaluated in different batch compositions (~1e-7 apart), so AUCs
+    agree to 1e-5, AD/ADD (ratios) to 1e-5 relative, and the correlations, built from probability
+    differences, to 1e-4. IIC is compared only where |O - Y| > 1e-4, so noise cannot flip it."""
+    model = TinyCNN()
+    ref_model = softmaxed(model)
+    for seed in range(2):
+        img, m, t = _case(seed, res)
+        single = single_step_scores(model, img, m, t, mean=ID_MEAN, std=ID_STD, filling=filling)  # type: ignore[arg-type]
+        ref = IIC_AD(filling)(ref_model, img, m.unsqueeze(1), t) | ADD(filling)(
+            ref_model, img, m.unsqueeze(1), t
+        )
+        assert abs(single["kept_prob"][0] - single["base_prob"][0]) > 1e-4  # IIC not decided by noise
+        assert single["iic"][0] == ref["iic"]
+        assert single["ad_gomez"][0] == pytest.approx(ref["ad"], rel=1e-5, abs=1e-6)
+        assert single["add"][0] == pytest.approx(ref["add"], rel=1e-5, abs=1e-6)
+        for game, cls, (area, corr) in (
+            ("deletion", Deletion, ("dauc", "dc")),
+            ("insertion", Insertion, ("iauc", "ic")),
+        ):
+            ours = curve_scores(model, img, m, t, game=game, filling=filling, mean=ID_MEAN, std=ID_STD)  # type: ignore[arg-type]
+            theirs = cls(filling)(ref_model, img, m.unsqueeze(1), t)
+            assert ours["curve"].shape == (1, res[0] * res[1] + 1)
+            assert ours[area][0] == pytest.approx(theirs[area], abs=1e-5)
+            assert ours[corr][0] == pytest.approx(theirs[corr], abs=1e-4)
+            assert abs(theirs[corr]) > 1e-3  # a real correlation, not a degenerate zero
+
+
+@pytest.mark.usefixtures("trapz")
+def test_bound_max_step_agrees_and_non_multiple_works() -> None:
+    model = TinyCNN(seed=1)
+    gen = torch.Generator().manual_seed(3)
+    img = torch.rand(1, 3, 28, 28, generator=gen)
+    m28, m21, t = (
+        torch.rand(1, 28, 28, generator=gen),
+        torch.rand(1, 21, 21, generator=gen),
+        torch.tensor([1]),
+    )
+    ours = curve_scores(model, img, m28, t, game="deletion", mean=ID_MEAN, std=ID_STD)
+    theirs = Deletion("black")(softmaxed(model), img, m28.unsqueeze(1), t)
+    assert ours["curve"].shape == (1, 197)  # 784 cells, 4 per step
+    assert ours["dauc"][0] == pytest.approx(theirs["dauc"], abs=1e-5)
+    assert ours["dc"][0] == pytest.approx(theirs["dc"], abs=1e-4)
+    # 441 cells, 2 per step: the package asks topk for 442 of 441 cells at the last step
+    with pytest.raises(RuntimeError, match="out of range"):
+        Deletion("black")(softmaxed(model), img, m21.unsqueeze(1), t)
+    counter = ForwardCounter()
+    out = curve_scores(
+        model, img, m21, t, game="deletion", mean=ID_MEAN, std=ID_STD, max_batch=100, counter=counter
+    )
+    assert out["curve"].shape == (1, 222) and counter.rows == 222 and counter.calls == 3
+    assert np.isfinite(out["dauc"][0]) and np.isfinite(out["dc"][0])
+    assert out["step_saliency"][0, -1] == pytest.approx(
+        float(m21.min())
+    )  # last step: the one least salient cell
+    with torch.no_grad():
+        black_prob = float(torch.softmax(model(torch.zeros_like(img)), 1)[0, 1])
+    assert out["curve"][0, -1] == pytest.approx(black_prob, abs=1e-6)
+
+
+@pytest.mark.usefixtures("trapz")
+def test_batch_equals_single_images_unlike_package() -> None:
+    """Per-image min-max: a batch scores each image as alone; the package's batch-wide min-max does not."""
+    model = TinyCNN(seed=2)
+    gen = torch.Generator().manual_seed(5)
+    img = torch.rand(2, 3, 16, 16, generator=gen)
+    maps = torch.rand(2, 4, 4, generator=gen) * torch.tensor([1.0, 20.0]).view(2, 1, 1)
+    t = torch.tensor([0, 3])
+    batch = single_step_scores(model, img, maps, t, mean=ID_MEAN, std=ID_STD)
+    alone = [
+        single_step_scores(model, img[i : i + 1], maps[i : i + 1], t[i : i + 1], mean=ID_MEAN, std=ID_STD)
+        for i in range(2)
+    ]
+    for key in ("ad_gomez", "add"):
+        np.testing.assert_allclose(batch[key], [a[key][0] for a in alone], atol=1e-6)
+    theirs = ADD("black")(softmaxed(model), img, maps.unsqueeze(1), t)["add"]
+    assert abs(theirs - batch["add"].mean()) > 1e-3
+    curves = curve_scores(model, img, maps, t, game="insertion", mean=ID_MEAN, std=ID_STD)
+    for i in range(2):
+        one = curve_scores(
+            model, img[i : i + 1], maps[i : i + 1], t[i : i + 1], game="insertion", mean=ID_MEAN, std=ID_STD
+        )
+        np.testing.assert_allclose(curves["curve"][i], one["curve"][0], atol=1e-6)
+
+
+def test_streaming_skips_counts_and_raises_before_update() -> None:
+    model = TinyCNN(seed=3)
+    gen = torch.Generator().manual_seed(7)
+    img = torch.rand(5, 3, 16, 16, generator=gen)
+    maps = torch.rand(5, 4, 4, generator=gen)
+    maps[1, 2, 2] = float("nan")
+    maps[3] = 0.5  # constant
+    t = torch.tensor([0, 1, 2, 3, 0])
+    metric = DeletionAUC()
+    with pytest.raises(RuntimeError, match="before any update"):
+        metric.summary()
+    first = metric.update_batch(model, img[:4], maps[:4], t[:4], mean=ID_MEAN, std=ID_STD)
+    assert np.isnan(first[[1, 3]]).all() and np.isfinite(first[[0, 2]]).all()
+    second = metric.update_batch(model, img[4:], maps[4:], t[4:], mean=ID_MEAN, std=ID_STD)
+    s = metric.summary()
+    assert (s.n_images, s.n_skipped, s.n_nan) == (3, 2, 0)
+    assert s.value == pytest.approx(np.mean([first[0], first[2], second[0]]))
+    assert (s.metric, s.higher_is_better, s.category) == ("dauc", False, "fidelity")
+    whole = curve_scores(model, img, maps, t, game="deletion", mean=ID_MEAN, std=ID_STD)
+    np.testing.assert_allclose(whole["dauc"], np.concatenate([first, second]), atol=1e-6)
+    # a model whose output never changes: DC is undefined (NaN), counted as NaN, not skipped
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
+    nn.init.zeros_(flat[1].weight)
+    dc = DeletionCorrelation()
+    dc.update_batch(flat, img, maps, t, mean=ID_MEAN, std=ID_STD)
+    s = dc.summary()
+    assert (s.n_images, s.n_skipped, s.n_nan) == (0, 2, 3) and math.isnan(s.value)
+
+
+def test_metric_classes_use_their_params_and_registry() -> None:
+    for name in IDS:
+        cls = METRICS.get(name)
+        assert cls.name == name and cls.category == "fidelity"
+    assert [METRICS.get(n).higher_is_better for n in IDS] == [True, False, True, False, True, True, True]
+    model, img = AffineMean(), hand_image()
+    iauc = InsertionAUC()
+    assert iauc.params.filling == "blur"
+    black = InsertionAUC(DeletionParams(filling="black")).update_batch(
+        model, img, HAND_MAP, torch.tensor([0]), mean=ID_MEAN, std=ID_STD
+    )
+    assert black[0] == pytest.approx(0.33203125, abs=1e-7)
+    counter = ForwardCounter()
+    ad = AverageDropGomez().update_batch(
+        model, img, HAND_MAP, torch.tensor([0]), mean=ID_MEAN, std=ID_STD, counter=counter
+    )
+    assert counter.rows == 2 and np.isfinite(ad[0])  # original + kept only, no ADD row
+
+
+def test_input_validation() -> None:
+    img, t = hand_image(), torch.tensor([0])
+    with pytest.raises(DataError, match="maps"):
+        curve_scores(AffineMean(), img, HAND_MAP[0], t, game="deletion", mean=ID_MEAN, std=ID_STD)
+    with pytest.raises(DataError, match="larger than the input"):
+        single_step_scores(AffineMean(), img, torch.rand(1, 5, 5), t, mean=ID_MEAN, std=ID_STD)
+    with pytest.raises(ConfigError, match="game"):
+        curve_scores(AffineMean(), img, HAND_MAP, t, game="both", mean=ID_MEAN, std=ID_STD)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_step_nb"):
+        curve_scores(AffineMean(), img, HAND_MAP, t, game="deletion", max_step_nb=0, mean=ID_MEAN, std=ID_STD)
+    with pytest.raises(ConfigError, match="mean/std"):
+        single_step_scores(AffineMean(), img, HAND_MAP, t, filling="blur", mean=(0.0,), std=(1.0,))
