@@ -89,6 +89,8 @@ def _open_store(ws: Workspace, label_set: str, method: SaliencyMethod) -> MapSto
         "target_layer": ws.target_layer,
         "data": config_to_dict(ws.cfg.data),
         "model_config": config_to_dict(ws.cfg.model),
+        # content hash of materialised (augmented) inputs: every method of a variant sees the same bytes
+        "inputs_hash": getattr(ws.images, "meta", {}).get("content_hash"),
     }
     path = ws.layout.maps(label_set, method.store_id)
     if ws.cfg.run.overwrite and path.exists():

@@ -102,3 +102,34 @@ def test_evaluation_resumes_from_parts(run_cfg):
     again = pd.read_csv(final)
     pd.testing.assert_frame_equal(first, again)
     assert not parts.exists()
+
+
+def test_augmented_two_methods_two_variants(run_cfg):
+    from augmented import evaluate as aug_eval
+    from augmented import generate as aug_gen
+
+    cfg, model_dir = run_cfg
+    c = ["--config", str(cfg), "--variant", "mixup_32", "rotation_45", "--method", "fakecam", "gradcam"]
+    assert aug_gen.main([*c, "--n-images", "5"]) == 0
+    assert aug_eval.main(c) == 0
+    results = pd.read_csv(model_dir.parent / "results.csv", keep_default_na=False)
+    aug = results[results.augmentation != "none"]
+    assert set(zip(aug.augmentation, aug.variant)) == {("mixup", "mixup_32"), ("rotation", "rotation_45")}
+    assert set(aug.method) == {"fakecam", "gradcam"} and set(aug.label_set) == {"groundtruth"}
+    assert set(aug.metric) == {"average_drop", "average_increase", "average_gain", "insertion", "deletion"}
+    assert (aug.n_images == 5).all()
+    # every method of a variant explained byte-identical inputs
+    for name in ("mixup/mixup_32", "rotation/rotation_45"):
+        folder = model_dir / "augmented" / name
+        hashes = {
+            MapStore.read_only(folder / "maps" / "groundtruth" / f"{m}.zarr").attrs["inputs_hash"]
+            for m in ("fakecam", "gradcam")
+        }
+        assert len(hashes) == 1 and None not in hashes
+    summary = pd.read_csv(model_dir / "augmented" / "summary.csv", keep_default_na=False)
+    assert "mean" in set(summary.variant)
+    # a rerun materialises nothing new and recomputes no map
+    before = (model_dir / "augmented" / "mixup" / "mixup_32" / "images" / "images.npy").stat().st_mtime_ns
+    assert aug_gen.main([*c, "--n-images", "5"]) == 0
+    after = (model_dir / "augmented" / "mixup" / "mixup_32" / "images" / "images.npy").stat().st_mtime_ns
+    assert before == after

@@ -1,0 +1,154 @@
+"""Stage 4: maps and recognition metrics on transformed images (SPEC section 7).
+
+Each variant's transformed images are materialised once under
+``<root>/<model>/augmented/<augmentation>/<variant>/images/`` (tensors, labels, per-image parameters and
+a content hash), so every method explains byte-identical inputs. The variant then gets its own
+workspace (same model, config and results file; its own diagnostics, map stores and evaluation under
+that folder), and the ordinary stages run on it: base probabilities are recomputed on the transformed
+images by the diagnostics stage, maps are generated for the ground-truth targets, and recognition rows
+land in ``results.csv`` with ``augmentation`` and ``variant`` filled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from salbench.augment import PartnerPool, Variant, apply_variant, content_hash, study_variants
+from salbench.data.images import ArrayImages, save_array_images
+from salbench.diagnostics import run_diagnostics
+from salbench.errors import ConfigError
+from salbench.evaluation import evaluate
+from salbench.evaluators import RECOGNITION
+from salbench.generation import generate
+from salbench.layout import RunLayout
+from salbench.outputs import write_csv
+from salbench.progress import progress as progress_bar
+from salbench.results import read_results
+from salbench.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+# The ten methods of the study's Table 4.
+STUDY_METHODS = (
+    "fakecam",
+    "gradient",
+    "integrated_gradients",
+    "guided_backprop",
+    "gradcam",
+    "gradcampp",
+    "scorecam",
+    "rise",
+    "lime",
+    "iba",
+)
+DEFAULTS: dict[str, Any] = {"n_images": 0, "augmentations": [], "methods": list(STUDY_METHODS)}
+
+
+def settings(ws: Workspace) -> dict[str, Any]:
+    """The ``augmentations`` config section over its defaults (unknown keys rejected)."""
+    given = dict(ws.cfg.augmentations)
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown config key 'augmentations.{unknown[0]}'; allowed: {', '.join(DEFAULTS)}")
+    return {**DEFAULTS, **given}
+
+
+def select_variants(ws: Workspace, augmentations: list[str] | None, names: list[str] | None) -> list[Variant]:
+    """The study's variants for this input size, filtered by augmentation ids and variant names."""
+    side = ws.images.size[0]
+    out = [v for v in study_variants(side) if not augmentations or v.augmentation in augmentations]
+    if names:
+        unknown = sorted(set(names) - {v.name for v in out})
+        if unknown:
+            raise ConfigError(
+                f"--variant {unknown[0]!r} unknown; choose from: {', '.join(v.name for v in out)}"
+            )
+        out = [v for v in out if v.name in names]
+    return out
+
+
+def materialise(ws: Workspace, variant: Variant, n_images: int, progress: bool = True) -> ArrayImages:
+    """Transform the first ``n_images`` images (0 = all) once; reuse them when already on disk."""
+    folder = ws.layout.model_dir / "augmented" / variant.augmentation / variant.name / "images"
+    n = len(ws.images) if n_images <= 0 else min(n_images, len(ws.images))
+    if (folder / "index.json").is_file():
+        existing = ArrayImages(folder)
+        if existing.ids == ws.images.ids[:n] and existing.meta.get("variant") == dataclasses.asdict(variant):
+            return existing
+    pool = PartnerPool.from_source(ws.data)
+    chunks, params = [], []
+    rows = np.arange(n)
+    for idx, images, labels in progress_bar(
+        ws.images.batches(ws.cfg.run.batch_size, rows), f"materialise {variant.name}", enabled=progress
+    ):
+        out = apply_variant(variant, images, labels, [ws.images.ids[i] for i in idx], partner_pool=pool)
+        chunks.append(out.images.float())
+        params += out.params
+    tensor = torch.cat(chunks)
+    extra = {"variant": dataclasses.asdict(variant), "params": params, "content_hash": content_hash(tensor)}
+    return save_array_images(folder, tensor.numpy(), ws.images.ids[:n], ws.images.labels[:n], extra)
+
+
+def variant_workspace(
+    ws: Workspace, variant: Variant, images: ArrayImages, label_sets: tuple[str, ...]
+) -> Workspace:
+    """A workspace whose images are the variant's and whose outputs live under the variant folder."""
+    sub = f"{ws.layout.model}/augmented/{variant.augmentation}/{variant.name}"
+    run = dataclasses.replace(ws.cfg.run, label_sets=label_sets)
+    return dataclasses.replace(
+        ws,
+        cfg=dataclasses.replace(ws.cfg, run=run),
+        layout=RunLayout(ws.layout.root, sub),
+        images=images,
+        augmentation=variant.augmentation,
+        variant=variant.name,
+    )
+
+
+def run_generate(
+    ws: Workspace, variants: list[Variant], methods: list[str], n_images: int, progress: bool = True
+) -> list:
+    """Materialise, run diagnostics and generate maps for every variant; returns generation records."""
+    records = []
+    for variant in variants:
+        images = materialise(ws, variant, n_images, progress)
+        vws = variant_workspace(ws, variant, images, ws.cfg.run.label_sets)
+        run_diagnostics(vws, progress)
+        for rec in generate(vws, methods, progress=progress):
+            records.append((variant.name, rec))
+    return records
+
+
+def run_evaluate(
+    ws: Workspace, variants: list[Variant], methods: list[str] | None, progress: bool = True
+) -> pd.DataFrame:
+    """Recognition metrics for every materialised variant; writes and returns a per-variant summary."""
+    for variant in variants:
+        folder = ws.layout.model_dir / "augmented" / variant.augmentation / variant.name / "images"
+        if not (folder / "index.json").is_file():
+            log.warning("%s: not materialised; run augmented/generate.py first", variant.name)
+            continue
+        vws = variant_workspace(ws, variant, ArrayImages(folder), ws.cfg.run.label_sets)
+        evaluate(vws, RECOGNITION, methods, progress)
+    return write_summary(ws)
+
+
+def write_summary(ws: Workspace) -> pd.DataFrame:
+    """Per variant and mean over the variants of each augmentation, from results.csv."""
+    res = read_results(ws.layout.results_csv)
+    res = res[(res["augmentation"] != "none") & (res["model"] == ws.cfg.model.name)]
+    if res.empty:
+        return res
+    keys = ["label_set", "method", "augmentation", "metric"]
+    mean = res.groupby(keys, as_index=False).agg(value=("value", "mean"), n_variants=("variant", "nunique"))
+    mean["variant"] = "mean"
+    per = res[[*keys, "variant", "value"]].assign(n_variants=1)
+    out = pd.concat([per, mean], ignore_index=True).sort_values([*keys, "variant"], kind="stable")
+    write_csv(ws.layout.model_dir / "augmented" / "summary.csv", out)
+    return out
