@@ -26,13 +26,44 @@ KIND="$(python -c 'import sys; from salbench.cli import common_parser, config_fr
 
 step() { echo; echo "=== $* ==="; }
 start=$(date +%s)
+GT=(--label-set groundtruth)
 
 if [ "$KIND" = "embedded" ]; then
-  step "0/5 embedded benchmark + classifiers"
+  step "0/5 embedded benchmark + classifiers + CASME masker"
   python main/train_embedded.py "${C[@]}" --models embedded_resnet embedded_vgg
+  python main/train_casme.py "${C[@]}"
+  python main/diagnostics.py "${C[@]}" --model embedded_vgg
 fi
+
 step "1/5 diagnostics"
 python main/diagnostics.py "${C[@]}"
 
+step "2/5 saliency maps (all methods x label sets)"
+python generation/baselines.py "${C[@]}"
+python generation/gradients.py "${C[@]}" --deprocess smoothgrad
+python generation/gradients.py "${C[@]}" "${GT[@]}" --deprocess jacobgil --method gradient guided_backprop integrated_gradients
+python generation/cams.py "${C[@]}"
+python generation/rise.py "${C[@]}"
+python generation/lime.py "${C[@]}"
+python generation/iba.py "${C[@]}"
+if [ "$KIND" = "embedded" ] || [ -n "${SALBENCH_CASME_CHECKPOINT:-}" ]; then
+  python generation/casme.py "${C[@]}"
+fi
+
+step "3/5 evaluation"
+python evaluation/interpretable_recognition.py "${C[@]}"
+python evaluation/complexity_analysis.py "${C[@]}" "${GT[@]}"
+python evaluation/localization.py "${C[@]}" "${GT[@]}"
+
+step "4/5 augmented images"
+python augmented/generate.py "${C[@]}"
+python augmented/evaluate.py "${C[@]}"
+
+step "5/5 report"
+python evaluation/report.py "${C[@]}"
+
 echo
-echo "done in $(( $(date +%s) - start )) s; outputs under $OUT"
+echo "done in $(( $(date +%s) - start )) s"
+echo "results: $OUT/results.csv"
+echo "tables:  $OUT/report/tables/"
+echo "report:  $OUT/report/REPORT.md"
