@@ -16,24 +16,10 @@ import pandas as pd
 
 from salbench.errors import DataError
 from salbench.report.presentation import COLUMNS, METRIC_ALIASES, NO_AUGMENTATION
+from salbench.results import KEY_COLUMNS, RESULT_COLUMNS
 
 log = logging.getLogger(__name__)
 
-RESULT_COLUMNS = (
-    "model",
-    "dataset",
-    "label_set",
-    "method",
-    "augmentation",
-    "variant",
-    "metric",
-    "value",
-    "n_images",
-    "n_skipped",
-    "higher_is_better",
-    "protocol",
-)
-KEY_COLUMNS = ("model", "dataset", "protocol", "label_set", "method", "augmentation", "variant", "metric")
 _NUMERIC = ("value", "n_images", "n_skipped")
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
