@@ -188,13 +188,17 @@ def generation_parser(description: str, method_ids: list[str], deprocess: bool =
     return p
 
 
-def run_generation_script(args: Any, method_ids: list[str]) -> int:
+def run_generation_script(
+    args: Any, method_ids: list[str], overrides: Mapping[str, Any] | None = None
+) -> int:
     """Body of every generation script: config -> workspace -> :func:`generate` -> printed summary."""
     from salbench.cli import config_from_args, configure_logging
 
     configure_logging(args.verbose)
     ws = open_workspace(config_from_args(args))
-    overrides = {"deprocess": args.deprocess} if getattr(args, "deprocess", None) else {}
+    overrides = dict(overrides or {})
+    if getattr(args, "deprocess", None):
+        overrides["deprocess"] = args.deprocess
     records = generate(ws, args.method or method_ids, overrides)
     for r in records:
         if r.n_computed:

@@ -46,8 +46,10 @@ python generation/cams.py "${C[@]}"
 python generation/rise.py "${C[@]}"
 python generation/lime.py "${C[@]}"
 python generation/iba.py "${C[@]}"
-if [ "$KIND" = "embedded" ] || [ -n "${SALBENCH_CASME_CHECKPOINT:-}" ]; then
+if [ "$KIND" = "embedded" ]; then
   python generation/casme.py "${C[@]}"
+elif [ -n "${SALBENCH_CASME_CHECKPOINT:-}" ]; then
+  python generation/casme.py "${C[@]}" --masker "$SALBENCH_CASME_CHECKPOINT"
 fi
 
 step "3/5 evaluation"

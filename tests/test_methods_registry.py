@@ -1,0 +1,82 @@
+"""Registry-wide properties: every method on both embedded architectures (random weights, 112x112)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from salbench.errors import SalbenchError
+from salbench.methods import METHODS, MethodContext, build_params
+from salbench.models import EmbeddedResNet, EmbeddedVGG, resolve_target_layer
+
+# Cheaper settings so the whole registry runs in seconds; the defaults are tested per family.
+FAST = {
+    "integrated_gradients": {"n_steps": 4},
+    "smoothgrad": {"n_samples": 3},
+    "rise": {"n_masks": 8},
+    "lime": {"n_samples": 8},
+    "iba": {"steps": 2, "n_noise": 2},
+    "scorecam": {"batch_size": 64},
+}
+NEEDS_CHECKPOINT = {"casme"}
+METHOD_IDS = [m for m in METHODS.names() if m not in NEEDS_CHECKPOINT]
+
+
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+    )
+
+
+@pytest.fixture(scope="module", params=[EmbeddedResNet, EmbeddedVGG], ids=["resnet", "vgg"])
+def model(request):
+    torch.manual_seed(0)
+    return request.param(num_classes=10).eval()
+
+
+@pytest.mark.parametrize("method_id", METHOD_IDS)
+def test_every_method_on_embedded_models(model, method_id):
+    _, layer = resolve_target_layer(model)
+    cls = METHODS.get(method_id)
+    method = cls(
+        model,
+        MethodContext(target_layer=layer, num_classes=10),
+        build_params(cls.params_cls, FAST.get(method_id, {}), method_id),
+    )
+    images = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([3, 7])
+    before = images.clone()
+    hooks = _hook_count(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    method.fit([images])
+
+    maps = method(images, targets, torch.Generator().manual_seed(5))
+    again = method(images, targets, torch.Generator().manual_seed(5))
+
+    assert maps.shape == (2, 112, 112) and maps.dtype == torch.float32
+    assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+    torch.testing.assert_close(maps, again, rtol=0, atol=1e-6)  # same seed, same maps
+    assert torch.equal(images, before)  # inputs not mutated
+    assert _hook_count(model) == hooks and not model.training  # hooks removed, mode restored
+    for k, v in model.state_dict().items():  # parameters and BN buffers untouched
+        assert torch.equal(v, state[k]), k
+    if cls.deterministic:
+        single = method(images[1:], targets[1:], torch.Generator().manual_seed(5))
+        torch.testing.assert_close(single[0], maps[1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method_id", ["gradient", "gradcam", "rise"])
+def test_mode_and_hooks_restored_after_error(model, method_id):
+    _, layer = resolve_target_layer(model)
+    cls = METHODS.get(method_id)
+    method = cls(
+        model,
+        MethodContext(target_layer=layer, num_classes=10),
+        build_params(cls.params_cls, FAST.get(method_id, {}), method_id),
+    )
+    model.train()
+    hooks = _hook_count(model)
+    with pytest.raises((IndexError, RuntimeError, ValueError, SalbenchError)):
+        method(torch.randn(1, 3, 112, 112), torch.tensor([99]), torch.Generator().manual_seed(0))
+    assert model.training and _hook_count(model) == hooks
+    model.eval()
