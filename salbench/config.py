@@ -97,7 +97,7 @@ class TrainConfig:
     """Training of the embedded classifiers (deterministic for ``seed``)."""
 
     seed: int = 0
-    epochs: int = 12
+    epochs: int = 16
     batch_size: int = 64
     lr: float = 0.002
     weight_decay: float = 0.05

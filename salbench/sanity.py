@@ -312,13 +312,21 @@ def _per_method_csv(ws: Workspace, label_set: str, store_id: str) -> Path:
     return ws.layout.model_dir / "sanity" / label_set / f"{store_id}.csv"
 
 
-def _is_done(path: Path, ids: list[str], variants: set[str]) -> bool:
+def _complete_rows(path: Path, ids: list[str]) -> pd.DataFrame:
+    """Rows of a per-method CSV whose variant covers exactly ``ids`` in order (empty when none/missing)."""
     if not path.is_file():
-        return False
+        return pd.DataFrame(columns=["image_id", "variant", "level", *METRIC_IDS])
     frame = pd.read_csv(path, dtype={"image_id": str, "variant": str})
-    return set(frame["variant"]) == variants and all(
-        part["image_id"].tolist() == ids for _, part in frame.groupby("variant")
-    )
+    ok = [v for v, part in frame.groupby("variant", sort=False) if part["image_id"].tolist() == ids]
+    return frame[frame["variant"].isin(ok)]
+
+
+def _write_merged(path: Path, ids: list[str], frame: pd.DataFrame) -> None:
+    """Write ``frame`` plus the complete rows already in ``path`` for variants it does not hold."""
+    old = _complete_rows(path, ids)
+    merged = pd.concat([old[~old["variant"].isin(set(frame["variant"]))], frame], ignore_index=True)
+    kind = merged["variant"].str.split(":").str[0].map({v: i for i, v in enumerate(VARIANTS)})
+    write_csv(path, merged.assign(_k=kind).sort_values(["_k", "level"], kind="stable").drop(columns="_k"))
 
 
 def compare_methods(
@@ -365,27 +373,28 @@ def flag_row(method: str, family: str, summary: pd.DataFrame, deepest: str, sett
 
 
 def result_rows(
-    ws: Workspace, label_set: str, method: str, per_image: pd.DataFrame, flags: dict
+    ws: Workspace, label_set: str, method: str, summary: pd.DataFrame, flags: dict, deepest: str
 ) -> list[dict]:
-    """Tidy ``results.csv`` rows: mean similarity per variant x metric, plus 0/1 ``sanity_fails`` rows."""
+    """Tidy ``results.csv`` rows: mean similarity per variant x metric, plus 0/1 ``sanity_fails`` rows.
+
+    ``sanity_fails`` is recorded under the deepest cascading variant and under ``data``. The similarities
+    are finite by construction (finite maps; constant maps handled), so ``n_skipped`` is 0.
+    """
     base = {"model": ws.cfg.model.name, "dataset": ws.data.name, "label_set": label_set, "method": method}
     base |= {"augmentation": ws.augmentation, "higher_is_better": False, "protocol": ws.cfg.run.protocol}
-    rows = []
-    for variant, part in per_image.groupby("variant", sort=False):
-        for metric in METRIC_IDS:
-            vals = part[metric].to_numpy(np.float64)
-            ok = np.isfinite(vals)
-            value = float(vals[ok].mean()) if ok.any() else float("nan")
-            rows.append({**base, "variant": variant, "metric": metric, "value": value})
-            rows[-1] |= {"n_images": int(ok.sum()), "n_skipped": int((~ok).sum())}
-    deepest = per_image.loc[per_image["variant"].str.startswith("cascading:"), "variant"]
-    for variant, key in ((deepest.iloc[-1] if len(deepest) else None, "model"), ("data", "data")):
-        fails = flags[f"fails_{key}_randomisation"]
-        if variant is not None and fails is not None:
-            n = int((per_image["variant"] == variant).sum())
-            rows.append({**base, "variant": variant, "metric": "sanity_fails", "value": float(fails)})
-            rows[-1] |= {"n_images": n, "n_skipped": 0}
-    return rows
+    values = [
+        (r.variant, m, float(getattr(r, m)), int(r.n_images))
+        for r in summary.itertuples()
+        for m in METRIC_IDS
+    ]
+    n = summary.set_index("variant")["n_images"]
+    for variant, key in ((deepest, "model"), ("data", "data")):
+        if flags[f"fails_{key}_randomisation"] is not None:
+            values.append(
+                (variant, "sanity_fails", float(flags[f"fails_{key}_randomisation"]), int(n[variant]))
+            )
+    keys = ("variant", "metric", "value", "n_images")
+    return [{**base, **dict(zip(keys, v)), "n_skipped": 0} for v in values]
 
 
 def cascade_figure(
@@ -394,11 +403,7 @@ def cascade_figure(
     """Similarity vs randomised block (output layer first), one line per method, one panel per metric."""
     from salbench.report.figures import LINESTYLES, MARKERS, OKABE_ITO
 
-    kinds = [
-        k
-        for k in ("cascading", "independent")
-        if any(s.variant.str.startswith(k).any() for s in summaries.values())
-    ]
+    kinds = [k for k in ("cascading", "independent") if k in settings.variants]
     fig = Figure(figsize=(4.2 * len(METRIC_IDS), 3.8 * max(len(kinds), 1)))
     axes = fig.subplots(max(len(kinds), 1), len(METRIC_IDS), squeeze=False)
     ticks = ["original", *(b.name for b in blocks)]
@@ -471,18 +476,20 @@ def _check_label_set(
     todo = [
         e
         for s, e in explainers.items()
-        if ws.cfg.run.overwrite or not _is_done(_per_method_csv(ws, label_set, s), ids, expected)
+        if ws.cfg.run.overwrite
+        or not expected <= set(_complete_rows(_per_method_csv(ws, label_set, s), ids)["variant"])
     ]
     if todo:
         for store_id, frame in compare_methods(todo, ids, models()).items():
-            write_csv(_per_method_csv(ws, label_set, store_id), frame)
-    deepest = f"cascading:{blocks[-1].name}" if f"cascading:{blocks[-1].name}" in expected else ""
+            _write_merged(_per_method_csv(ws, label_set, store_id), ids, frame)
+    deepest = f"cascading:{blocks[-1].name}"  # every block randomised
     summaries, flags, rows = {}, [], []
     for store_id, e in explainers.items():
-        per_image = pd.read_csv(_per_method_csv(ws, label_set, store_id), dtype={"image_id": str})
+        per_image = _complete_rows(_per_method_csv(ws, label_set, store_id), ids)
+        per_image = per_image[per_image["variant"].isin(expected)]
         summaries[store_id] = summarise(per_image)
         flags.append(flag_row(store_id, e.cls.family, summaries[store_id], deepest, settings))
-        rows += result_rows(ws, label_set, store_id, per_image, flags[-1])
+        rows += result_rows(ws, label_set, store_id, summaries[store_id], flags[-1], deepest)
     return summaries, flags, rows
 
 
@@ -496,6 +503,7 @@ def run_sanity(ws: Workspace, settings: SanitySettings, progress: bool = True) -
     """
     _check(settings)
     variants = resolve_variants(ws, settings.variants)
+    settings = dataclasses.replace(settings, variants=variants)
     blocks = randomisation_blocks(ws.model)
     out = ws.layout.model_dir / "sanity"
     write_csv(out / "layers.csv", _layers_frame(blocks))
@@ -531,8 +539,8 @@ def run_sanity(ws: Workspace, settings: SanitySettings, progress: bool = True) -
         all_flags.append(pd.DataFrame(flags).assign(label_set=label_set))
         rows += new_rows
     upsert_results(ws.layout.results_csv, rows)
-    extra = {"settings": dataclasses.asdict(settings), "variants": list(variants), "hog": HOG_PARAMS}
-    extra |= {"blocks": [b.name for b in blocks], "threshold_metric": settings.flag_metric}
+    extra = {"settings": dataclasses.asdict(settings), "hog": HOG_PARAMS}
+    extra |= {"blocks": [b.name for b in blocks]}
     write_run_record(out, ws.cfg, ws.runtime, "sanity", {**extra, **ws.describe()})
     return pd.concat(all_flags, ignore_index=True)
 
