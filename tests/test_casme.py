@@ -33,12 +33,11 @@ from casme_utils.checkpoint import (
     save_masker,
 )
 from casme_utils.training import CasmeTrainConfig, ClassifierPool, evaluate_masker, masker_loss, train_masker
-from salbench.config import TrainConfig, resolve_config
+from salbench.config import resolve_config
 from salbench.errors import ConfigError, DataError
 from salbench.methods.base import METHODS, MethodContext
 from salbench.methods.casme import Casme, CasmeParams
 from salbench.models.embedded import EmbeddedResNet, EmbeddedVGG
-from salbench.models.training import train_classifier
 
 CPU = torch.device("cpu")
 
@@ -178,11 +177,18 @@ def test_classifier_pool_keeps_every_kth_state_and_replaces_when_full():
 
 @pytest.fixture(scope="module")
 def trained_classifier():
+    """The tiny ResNet after 4 epochs of plain SGD on the synthetic squares (test-local, deterministic)."""
     x, y, _ = _synthetic(192, 0)
     clf = _tiny_resnet()
-    train_classifier(
-        clf, (x, y), (x[:32], y[:32]), TrainConfig(seed=0, epochs=4, batch_size=32, lr=0.05), CPU, False
-    )
+    opt = torch.optim.SGD(clf.parameters(), lr=0.05, momentum=0.9)
+    g = _gen(0)
+    for _ in range(4):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), 32):
+            idx = perm[i : i + 32]
+            opt.zero_grad()
+            F.cross_entropy(clf(x[idx]), y[idx]).backward()
+            opt.step()
     return clf.eval()
 
 
@@ -210,7 +216,7 @@ def test_training_is_deterministic_reduces_its_loss_and_finds_the_object(trained
         hist_b.drop(columns="seconds")
     )
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
-    assert hist_a["loss"].iloc[-1] < hist_a["loss"].iloc[0] - 0.1
+    assert hist_a["loss"].iloc[-3:].mean() < hist_a["loss"].iloc[0] - 0.1  # the game is noisy per epoch
     x, y, obj = _synthetic(64, 1)
     q = evaluate_masker(a, trained_classifier, (x, y))
     assert q["n_images"] == 64 and q["mask_mean"] < 0.2
@@ -275,12 +281,13 @@ def test_authors_checkpoint_layout_loads(tmp_path: Path):
         "args": argparse.Namespace(upsample="nearest", lambda_r=10.0, name="casm"),
     }
     path = tmp_path / "casm.chk"
-    torch.save(ckpt, path)
+    torch.save(ckpt, path, _use_new_zipfile_serialization=False)  # PyTorch 0.4's (legacy) file format
     with pytest.raises(Exception, match="Namespace"):  # why the loader allow-lists argparse.Namespace
         torch.load(path, weights_only=True)
     masker, meta = load_masker(path)
     assert meta["format"] == "kondiz-casme" and meta["encoder"] == "resnet14" and meta["epoch"] == 7
     assert meta["upsample"] == "nearest" and meta["decoder_width"] == 64 and meta["num_classes"] == 5
+    assert meta["mean"] == [0.485, 0.456, 0.406] and meta["std"] == [0.229, 0.224, 0.225]
     x = torch.randn(1, 3, 64, 64, generator=_gen(1))
     with torch.no_grad():
         torch.testing.assert_close(masker(x), Masker(encoder, decoder).eval()(x), atol=0, rtol=0)

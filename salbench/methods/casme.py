@@ -21,16 +21,21 @@ be passed instead (``masker=``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
-from casme_utils.architecture import Masker, upsample_mask
-from casme_utils.checkpoint import load_masker
 from salbench.errors import ConfigError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
 from salbench.methods.scoped import minmax_per_image, model_mode
+
+if TYPE_CHECKING:
+    from casme_utils.architecture import Masker
+
+# casme_utils imports salbench.methods.scoped, so importing it here at module level would make
+# ``import salbench.methods`` and ``import casme_utils`` depend on each other's order: it is imported
+# where it is used.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +71,10 @@ class Casme(SaliencyMethod):
     name: ClassVar[str] = "casme"
     family: ClassVar[str] = "Learning"
     deterministic: ClassVar[bool] = True
-    normalisation: ClassVar[str] = "masker output (sigmoid, stride 4), bilinear upsampling, per-image min-max"
+    normalisation: ClassVar[str] = (
+        "masker output (sigmoid, stride 4) upsampled to the input (params.upsample, default bilinear), "
+        "per-image min-max"
+    )
     params_cls: ClassVar[type[MethodParams]] = CasmeParams
 
     def __init__(
@@ -78,6 +86,8 @@ class Casme(SaliencyMethod):
         masker_meta: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(model, context, params)
+        from casme_utils.checkpoint import load_masker
+
         p: CasmeParams = self.params  # type: ignore[assignment]
         if masker is None:
             if not p.checkpoint:
@@ -110,6 +120,8 @@ class Casme(SaliencyMethod):
         """Maps (N,H,W) float32 in [0, 1] for ``images`` (N,3,H,W); ``targets`` (N,) are not used."""
         if images.dim() != 4 or targets.shape != (images.shape[0],):
             raise ValueError(f"casme: expected images (N,C,H,W) and targets (N,), got {tuple(images.shape)}")
+        from casme_utils.architecture import upsample_mask
+
         p: CasmeParams = self.params  # type: ignore[assignment]
         device = next(self.masker.parameters()).device
         out = []
