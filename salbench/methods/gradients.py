@@ -228,7 +228,10 @@ class GradientFamilyMethod(SaliencyMethod):
             if not train:
                 return self._attribute(x, t, generator)
             # Batch size 1: batch-norm statistics of one image at a time, as in the study.
-            return torch.cat([self._attribute(x[i : i + 1], t[i : i + 1], generator) for i in range(len(x))])
+            with _single_value_batchnorm_fallback(self.model):
+                return torch.cat(
+                    [self._attribute(x[i : i + 1], t[i : i + 1], generator) for i in range(len(x))]
+                )
 
     def _chunked_gradients(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """:func:`input_gradients` over (M,C,H,W) in passes of :attr:`_rows_per_pass` rows."""
@@ -244,6 +247,36 @@ class GradientFamilyMethod(SaliencyMethod):
         self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         """(N,C,H,W) raw attributions for a batch, called inside all scopes."""
+
+
+@contextlib.contextmanager
+def _single_value_batchnorm_fallback(model: nn.Module) -> Iterator[None]:
+    """In training mode, let batch-norm layers that see one value per channel use running statistics.
+
+    With batch size 1 a 1x1 feature map (tiny inputs, e.g. the Resize-32 augmentation at ResNet50's
+    layer4) has no batch statistics; PyTorch raises there (and so did the study's code). Such a layer
+    falls back to its running statistics for that call only; every other layer keeps batch statistics.
+    """
+
+    switched: set[int] = set()
+
+    def before(module: nn.Module, inputs: tuple) -> None:
+        x = inputs[0]
+        if module.training and x.numel() // max(x.shape[1], 1) == 1:
+            module.training = False
+            switched.add(id(module))
+
+    def after(module: nn.Module, inputs: tuple, output: object) -> None:
+        if id(module) in switched:
+            module.training = True
+            switched.discard(id(module))
+
+    with removable_hooks() as handles:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                handles.append(m.register_forward_pre_hook(before))
+                handles.append(m.register_forward_hook(after))
+        yield
 
 
 @METHODS.register("gradient")

@@ -31,7 +31,7 @@ class EmbeddedResNet(nn.Module):
     def __init__(
         self,
         num_classes: int = 10,
-        widths: tuple[int, int, int, int] = (16, 32, 64, 128),
+        widths: tuple[int, int, int, int] = (8, 16, 32, 64),
         blocks: tuple[int, int, int, int] = (1, 1, 1, 1),
         strides: tuple[int, int, int, int] = (1, 2, 2, 1),
     ) -> None:
