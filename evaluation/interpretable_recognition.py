@@ -7,18 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from salbench.cli import entry
-from salbench.evaluators import evaluation_parser, run_evaluation_script
+from salbench.evaluators import evaluation_script
 
-
-def build_parser():
-    return evaluation_parser(__doc__.splitlines()[0])
-
-
-@entry
-def main(argv: list[str] | None = None) -> int:
-    return run_evaluation_script(build_parser().parse_args(argv), "recognition")
-
+build_parser, main = evaluation_script(__doc__, "recognition")
 
 if __name__ == "__main__":
     sys.exit(main())

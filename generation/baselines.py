@@ -7,20 +7,10 @@ from __future__ import annotations
 
 import sys
 
-from salbench.cli import entry
-from salbench.generation import generation_parser, methods_of_family, run_generation_script
+from salbench.generation import generation_script, methods_of_family
 
 METHOD_IDS = methods_of_family("Uninformed", "Control")
-
-
-def build_parser():
-    return generation_parser(__doc__.splitlines()[0], METHOD_IDS)
-
-
-@entry
-def main(argv: list[str] | None = None) -> int:
-    return run_generation_script(build_parser().parse_args(argv), METHOD_IDS)
-
+build_parser, main = generation_script(__doc__, METHOD_IDS)
 
 if __name__ == "__main__":
     sys.exit(main())

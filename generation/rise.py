@@ -7,20 +7,10 @@ from __future__ import annotations
 
 import sys
 
-from salbench.cli import entry
-from salbench.generation import generation_parser, run_generation_script
+from salbench.generation import generation_script
 
 METHOD_IDS = ["rise"]
-
-
-def build_parser():
-    return generation_parser(__doc__.splitlines()[0], METHOD_IDS)
-
-
-@entry
-def main(argv: list[str] | None = None) -> int:
-    return run_generation_script(build_parser().parse_args(argv), METHOD_IDS)
-
+build_parser, main = generation_script(__doc__, METHOD_IDS)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -218,3 +218,17 @@ def run_evaluation_script(args: Any, kind_name: str) -> int:
         f"per-image CSVs under {ws.layout.model_dir / 'evaluation'}; summary rows in {ws.layout.results_csv}"
     )
     return 0
+
+
+def evaluation_script(doc: str, kind_name: str):
+    """``(build_parser, main)`` of an evaluation script for ``kind_name``."""
+    from salbench.cli import entry
+
+    def build_parser():
+        return evaluation_parser(doc.splitlines()[0])
+
+    @entry
+    def main(argv: list[str] | None = None) -> int:
+        return run_evaluation_script(build_parser().parse_args(argv), kind_name)
+
+    return build_parser, main

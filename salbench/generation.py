@@ -210,3 +210,17 @@ def run_generation_script(
             print(f"{r.label_set:12s} {r.method:32s} complete, skipped")
     print(f"maps under {ws.layout.model_dir / 'maps'}")
     return 0
+
+
+def generation_script(doc: str, method_ids: list[str], deprocess: bool = False):
+    """``(build_parser, main)`` of a generation script whose methods are ``method_ids``."""
+    from salbench.cli import entry
+
+    def build_parser():
+        return generation_parser(doc.splitlines()[0], method_ids, deprocess)
+
+    @entry
+    def main(argv: list[str] | None = None) -> int:
+        return run_generation_script(build_parser().parse_args(argv), method_ids)
+
+    return build_parser, main
