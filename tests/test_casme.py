@@ -74,7 +74,7 @@ def _synthetic(n: int, seed: int, size: int = 32, side: int = 10):
 
 def test_masker_shapes_and_range_at_112():
     resnet = build_masker(EmbeddedResNet(10), 16, _gen(0)).eval()
-    assert resnet.decoder.in_planes == (16, 16, 32, 64, 128)  # stem after max-pool, layer1..layer4
+    assert resnet.decoder.in_planes == (8, 8, 16, 32, 64)  # stem after max-pool, layer1..layer4
     x = torch.randn(2, 3, 112, 112, generator=_gen(1))
     with torch.no_grad():
         low, full = resnet(x), resnet.upsampled(x)
@@ -476,11 +476,11 @@ def test_train_casme_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     _, meta = load_masker(path)
     assert meta["quality"]["n_images"] == 6 and meta["train"]["epochs"] == 1 and meta["train"]["seed"] == 2
     assert meta["classifier_checkpoint"] == str(embedded_checkpoint(cfg)) and meta["in_planes"] == [
-        16,
+        8,
+        8,
         16,
         32,
         64,
-        128,
     ]
     assert (tmp_path / "run" / "models" / "casme_embedded_resnet_seed2_history.csv").is_file()
     stamp = path.stat().st_mtime_ns

@@ -86,7 +86,8 @@ def test_train_mode_gradients_on_inputs_too_small_for_batch_statistics():
     """acml2024 train mode on a 16x16 input: layer4 is 1x1, its batch norm falls back to running stats."""
     model = EmbeddedResNet(num_classes=10).eval()
     cls = METHODS.get("gradient")
-    method = cls(model, MethodContext(num_classes=10), build_params(cls.params_cls, {"train_mode": True}, "g"))
+    params = build_params(cls.params_cls, {"train_mode": True}, "gradient")
+    method = cls(model, MethodContext(num_classes=10), params)
     maps = method(torch.randn(2, 3, 16, 16), torch.tensor([1, 2]))
     assert maps.shape == (2, 16, 16) and torch.isfinite(maps).all()
     assert not model.training and all(not m.training for m in model.modules())
