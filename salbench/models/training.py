@@ -96,7 +96,7 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
-            total_loss += float(loss) * len(idx)
+            total_loss += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
         val_probs = predict(model, val[0])
         row = {
