@@ -18,6 +18,7 @@ from salbench.errors import ConfigError
 from salbench.methods.base import MethodContext
 from salbench.methods.rise import Rise, RiseParams, generate_masks
 from salbench.metrics.recognition import recognition_scores
+from salbench.models.embedded import EmbeddedResNet
 
 
 class TinyNet(nn.Module):
@@ -57,6 +58,14 @@ def test_parse_ints_names_the_flag() -> None:
         parse_ints("0", "--bare-batch-sizes")
 
 
+def test_bad_flags_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_metrics.main(["--only", "deletion_auc"]) == 2
+    assert bench_methods.main(["--models", "vgg"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: --only: unknown ['deletion_auc']")
+    assert err[1].startswith("error: --models: unknown ['vgg']")
+
+
 @pytest.mark.parametrize("gpu_batch", [5, 32])
 def test_study_rise_loop_equals_salbench_rise(gpu_batch: int) -> None:
     """Same masks, logits scores: the per-image all-class loop and salbench's batched target-only RISE give
@@ -87,12 +96,14 @@ def test_study_causal_loop_equals_recognition_scores() -> None:
     assert np.ptp(deletion, axis=1).min() > 1e-3  # the curves move: the comparison is not vacuous
 
 
-# Exact model rows per image at the embedded model (layer4: 128 channels), 28 curve steps, acml2024 settings.
+# Exact model rows per image at the embedded model, 28 curve steps, acml2024 settings. Score-CAM: one
+# forward for the activations, then one masked copy per channel of layer4 (the fc layer's inputs).
+CHANNELS = EmbeddedResNet(num_classes=10).fc.in_features
 METHOD_PASSES = {
     ("salbench", "rise"): (32, 0),
     ("study_loop", "rise"): (32, 0),
-    ("salbench", "scorecam"): (1 + 128, 0),
-    ("pytorch_grad_cam", "scorecam"): (1 + 128, 0),
+    ("salbench", "scorecam"): (1 + CHANNELS, 0),
+    ("pytorch_grad_cam", "scorecam"): (1 + CHANNELS, 0),
     ("salbench", "integrated_gradients"): (100, 100),
     ("captum", "integrated_gradients"): (100, 100),
     ("salbench", "lime"): (40, 0),
