@@ -44,13 +44,9 @@ from benchmarks.common import (
     Case,
     Settings,
     Workload,
-    base_parser,
-    format_table,
+    benchmark_script,
     lazy,
-    run_benchmark,
-    settings_from_args,
 )
-from salbench.cli import configure_logging, entry
 from salbench.methods import METHODS, build_params
 from salbench.methods.deprocess import get_deprocessor
 from salbench.methods.lime import Lime, LimeParams, draw_seeds
@@ -270,19 +266,7 @@ def make_cases(work: Workload, settings: Settings) -> list[Case]:
     return sorted(cases, key=lambda c: (order[c.task], c.batch_size))
 
 
-def build_parser():
-    return base_parser(__doc__.splitlines()[0])
-
-
-@entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
-    settings = settings_from_args(args, SCRIPT, METHOD_IDS)
-    rows = run_benchmark(settings, make_cases)
-    print(format_table(rows))
-    print(f"wrote {settings.out}")
-    return 0
+build_parser, main = benchmark_script(__doc__, SCRIPT, METHOD_IDS, make_cases)
 
 
 if __name__ == "__main__":

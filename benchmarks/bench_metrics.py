@@ -44,13 +44,9 @@ from benchmarks.common import (
     Case,
     Settings,
     Workload,
-    base_parser,
-    format_table,
+    benchmark_script,
     lazy,
-    run_benchmark,
-    settings_from_args,
 )
-from salbench.cli import configure_logging, entry
 from salbench.metrics.engine import target_probs
 from salbench.metrics.fidelity import default_features_in_step, monotonicity
 from salbench.metrics.perturbation import auc, default_step, gaussian_blur, mask_pixels, n_steps
@@ -381,19 +377,7 @@ def make_cases(work: Workload, settings: Settings) -> list[Case]:
     return sorted(cases, key=lambda c: (order[c.task], c.batch_size > 1, c.batch_size))
 
 
-def build_parser():
-    return base_parser(__doc__.splitlines()[0])
-
-
-@entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
-    settings = settings_from_args(args, SCRIPT, METRIC_IDS)
-    rows = run_benchmark(settings, make_cases)
-    print(format_table(rows))
-    print(f"wrote {settings.out}")
-    return 0
+build_parser, main = benchmark_script(__doc__, SCRIPT, METRIC_IDS, make_cases)
 
 
 if __name__ == "__main__":

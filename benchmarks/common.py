@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from salbench.cli import configure_logging, entry
 from salbench.errors import ConfigError
 from salbench.methods.base import MethodContext
 from salbench.methods.scoped import frozen_parameters, minmax_per_image, model_mode
@@ -527,3 +528,22 @@ def run_benchmark(settings: Settings, make_cases: Callable[[Workload, Settings],
     rows = [row for name in settings.models for row in run_model(name, settings, make_cases)]
     write_csv(rows, settings.out)
     return rows
+
+
+def benchmark_script(doc: str, script: str, task_ids, make_cases):
+    """``(build_parser, main)`` of a benchmark script: parse, time every case, print and write the table."""
+
+    def build_parser():
+        return base_parser(doc.splitlines()[0])
+
+    @entry
+    def main(argv: list[str] | None = None) -> int:
+        args = build_parser().parse_args(argv)
+        configure_logging(args.verbose)
+        settings = settings_from_args(args, script, task_ids)
+        rows = run_benchmark(settings, make_cases)
+        print(format_table(rows))
+        print(f"wrote {settings.out}")
+        return 0
+
+    return build_parser, main
