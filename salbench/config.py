@@ -83,6 +83,8 @@ class ModelConfig:
     ``name`` is a model registry id (``embedded_resnet``, ``embedded_vgg`` or any torchvision
     classifier name); ``weights`` a torchvision weights enum member (read from the torch hub cache,
     never downloaded by tests) and ``checkpoint`` a local state-dict file (``weights_only=True``).
+    ``memory_format``: ``channels_last`` (NHWC convolutions, about twice as fast on CPU for these
+    models; outputs equal to ``contiguous`` up to float rounding) or ``contiguous``.
     """
 
     name: str = "embedded_resnet"
@@ -90,6 +92,7 @@ class ModelConfig:
     checkpoint: str = ""
     num_classes: int = 0
     target_layer: str = ""
+    memory_format: str = "channels_last"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -114,7 +114,18 @@ def build_model(cfg: ModelConfig, num_classes: int = 0) -> tuple[nn.Module, dict
     else:
         raise ConfigError(f"unknown model {cfg.name!r}; choose an embedded model or a torchvision classifier")
     info["num_classes"] = n_classes
-    return model.eval(), info
+    info["memory_format"] = cfg.memory_format
+    return with_memory_format(model, cfg.memory_format).eval(), info
+
+
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
+def with_memory_format(model: nn.Module, name: str) -> nn.Module:
+    """``model`` with its 4-d parameters in memory format ``name`` (``channels_last``/``contiguous``)."""
+    if name not in MEMORY_FORMATS:
+        raise ConfigError(f"model.memory_format: {name!r} is not one of {', '.join(MEMORY_FORMATS)}")
+    return model.to(memory_format=MEMORY_FORMATS[name])
 
 
 def _build_torchvision(cfg: ModelConfig, n_classes: int, info: dict[str, Any]) -> tuple[nn.Module, int]:
