@@ -262,6 +262,22 @@ def test_train_mode_uses_batch_statistics_one_image_at_a_time() -> None:
     assert not torch.allclose(raw, Gradient(model, CTX).raw_attributions(x, t), atol=1e-4)
 
 
+def test_train_mode_integrated_gradients_equals_one_forward_per_path_point() -> None:
+    """Batched passes with per-sample batch norm == the study's batch of one per interpolation step."""
+    model = make_model(bn=True)
+    x, t = batch(2)
+    params = IntegratedGradientsParams(train_mode=True, n_steps=4, internal_batch_size=3)
+    raw = IntegratedGradients(model, CTX, params).raw_attributions(x, t)
+    reference = copy.deepcopy(model).train()
+    expected = torch.zeros_like(x)
+    for i in range(2):
+        for k in range(1, 5):
+            xi = (x[i : i + 1] * k / 4).clone().requires_grad_(True)
+            reference(xi)[0, t[i]].backward()
+            expected[i] += xi.grad[0] * x[i] / 4
+    torch.testing.assert_close(raw, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", GRADIENT_IDS)
 def test_train_mode_leaves_parameters_buffers_and_rng_untouched(name: str) -> None:
     model = make_model(bn=True, dropout=0.5)

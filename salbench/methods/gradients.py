@@ -7,9 +7,14 @@ normalised input ``x`` only (parameters are frozen for the call), giving raw att
 method id (``gradient_smoothgrad``, ``integrated_gradients_jacobgil``, ...).
 
 ``train_mode`` reproduces the ``acml2024`` protocol: the network is put in training mode (batch norm uses
-batch statistics, dropout is active) and every forward pass sees a batch of one input. The model's
-buffers (batch-norm running statistics) are restored afterwards and dropout draws come from a global RNG
-seeded from the call's generator (0 without one) and restored afterwards, so the call leaves no trace.
+batch statistics, dropout is active) and every forward pass sees a batch of one input. A batch-norm layer
+in training mode on a batch of one normalises each channel by the mean and biased variance of that one
+sample over its spatial positions, which is instance normalisation with the layer's affine parameters;
+the batch-norm layers are swapped for that per-sample computation for the call
+(:func:`per_sample_batchnorm`), so many inputs go through one pass and each still sees only its own
+statistics, as with batch size 1 (values and gradients equal up to float rounding). The model's buffers
+(batch-norm running statistics) are restored afterwards and dropout draws come from a global RNG seeded
+from the call's generator (0 without one) and restored afterwards, so the call leaves no trace.
 """
 
 from __future__ import annotations
@@ -145,7 +150,8 @@ class GradientParams(MethodParams):
 
     Attributes:
         deprocess: ``smoothgrad`` or ``jacobgil`` (:mod:`salbench.methods.deprocess`).
-        train_mode: ``acml2024`` quirk: network in training mode, one input per forward pass.
+        train_mode: ``acml2024`` quirk: network in training mode, batch-norm statistics of one input
+            at a time (computed per sample in batched passes, see the module docstring).
     """
 
     deprocess: str = "smoothgrad"
@@ -195,8 +201,8 @@ class GradientFamilyMethod(SaliencyMethod):
 
     @property
     def _rows_per_pass(self) -> int:
-        """Rows per forward pass for methods that expand each image (1 in training mode)."""
-        return 1 if self.params.train_mode else int(getattr(self.params, "internal_batch_size", 1))
+        """Rows per forward pass for methods that expand each image."""
+        return int(getattr(self.params, "internal_batch_size", 1))
 
     def explain(
         self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
@@ -227,11 +233,9 @@ class GradientFamilyMethod(SaliencyMethod):
         ):
             if not train:
                 return self._attribute(x, t, generator)
-            # Batch size 1: batch-norm statistics of one image at a time, as in the study.
-            with _single_value_batchnorm_fallback(self.model):
-                return torch.cat(
-                    [self._attribute(x[i : i + 1], t[i : i + 1], generator) for i in range(len(x))]
-                )
+            # Batch size 1 as in the study: batch-norm statistics of one input at a time.
+            with per_sample_batchnorm(self.model):
+                return self._attribute(x, t, generator)
 
     def _chunked_gradients(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """:func:`input_gradients` over (M,C,H,W) in passes of :attr:`_rows_per_pass` rows."""
@@ -249,34 +253,37 @@ class GradientFamilyMethod(SaliencyMethod):
         """(N,C,H,W) raw attributions for a batch, called inside all scopes."""
 
 
-@contextlib.contextmanager
-def _single_value_batchnorm_fallback(model: nn.Module) -> Iterator[None]:
-    """In training mode, let batch-norm layers that see one value per channel use running statistics.
+def _per_sample_forward(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """What ``module`` in training mode computes on each row of ``x`` fed alone (batch size 1).
 
-    With batch size 1 a 1x1 feature map (tiny inputs, e.g. the Resize-32 augmentation at ResNet50's
-    layer4) has no batch statistics; PyTorch raises there (and so did the study's code). Such a layer
-    falls back to its running statistics for that call only; every other layer keeps batch statistics.
+    Per sample and channel: mean and biased variance over the spatial positions, then the layer's affine
+    map. A row with one value per channel (a 1x1 map, or a BatchNorm1d input) has no batch statistics;
+    PyTorch raises there with batch size 1 (and so did the study's code), so such rows use the layer's
+    running statistics instead.
     """
+    spatial = x.shape[2:].numel() if x.ndim > 2 else 1
+    if spatial == 1 or not module.training:
+        return nn.functional.batch_norm(
+            x, module.running_mean, module.running_var, module.weight, module.bias, False, 0.0, module.eps
+        )
+    return nn.functional.instance_norm(x, weight=module.weight, bias=module.bias, eps=module.eps)
 
-    switched: set[int] = set()
 
-    def before(module: nn.Module, inputs: tuple) -> None:
-        x = inputs[0]
-        if module.training and x.numel() // max(x.shape[1], 1) == 1:
-            module.training = False
-            switched.add(id(module))
+@contextlib.contextmanager
+def per_sample_batchnorm(model: nn.Module) -> Iterator[None]:
+    """Within the block, every batch-norm layer of ``model`` normalises each input row on its own.
 
-    def after(module: nn.Module, inputs: tuple, output: object) -> None:
-        if id(module) in switched:
-            module.training = True
-            switched.discard(id(module))
-
-    with removable_hooks() as handles:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                handles.append(m.register_forward_pre_hook(before))
-                handles.append(m.register_forward_hook(after))
+    Equivalent to running the rows one at a time in training mode (see :func:`_per_sample_forward`);
+    running statistics are not updated. The layers' own ``forward`` is restored on exit, even on error.
+    """
+    patched = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        for m in patched:
+            m.forward = _per_sample_forward.__get__(m)  # instance attribute shadows the class method
         yield
+    finally:
+        for m in patched:
+            m.__dict__.pop("forward", None)
 
 
 @METHODS.register("gradient")
@@ -355,7 +362,7 @@ class IntegratedGradients(GradientFamilyMethod):
     normalised input space (the dataset mean image), ``f_c`` the logit, nodes/weights from
     :func:`riemann_rule` (default ``riemann_right``, the paper's sum ``1/m sum_{k=1..m}``; 100 steps in
     ``acml2024``). The N x n_steps path points are evaluated in passes of ``internal_batch_size`` rows
-    (one row per pass in training mode).
+    (each row with its own batch-norm statistics in training mode).
     """
 
     name: ClassVar[str] = "integrated_gradients"
