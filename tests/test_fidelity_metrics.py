@@ -14,6 +14,7 @@ from salbench.errors import ConfigError, DataError
 from salbench.methods.base import MethodContext
 from salbench.metrics import METRICS
 from salbench.metrics.fidelity import (
+    group_members,
     Completeness,
     Monotonicity,
     black_baseline,
@@ -136,6 +137,22 @@ def test_pixel_groups_of_quantus_05() -> None:
     torch.testing.assert_close(got, per_pixel.repeat(3).view(1, 12))
     with pytest.raises(ConfigError, match="grouping"):
         monotonicity_groups(maps, 3, 2, grouping="channels")
+
+
+def test_group_members_list_each_groups_entries() -> None:
+    """The entry lists the batched program scatters into are the groups, last group padded."""
+    maps = torch.tensor([[[0.3, 0.1], [0.2, 0.4]]])
+    members = group_members(maps, 3, 5)  # 12 entries -> groups of 5, 5, 2 (+3 padding)
+    assert members.tolist() == [[[1, 5, 9, 2, 6], [10, 0, 4, 8, 3], [7, 11, 11, 11, 11]]]
+    pixels = group_members(maps, 3, 2, grouping="pixels")  # pixels p1, p2 | p0, p3, every channel
+    assert pixels.tolist() == [[[1, 5, 9, 2, 6, 10], [0, 4, 8, 3, 7, 11]]]
+    torch.manual_seed(0)
+    rand = torch.rand(2, 5, 7)
+    groups = monotonicity_groups(rand, 3, 8)
+    members = group_members(rand, 3, 8)
+    for i in range(2):
+        for g in range(members.shape[1]):
+            assert set(members[i, g].tolist()) == set(torch.nonzero(groups[i] == g).flatten().tolist())
 
 
 def test_exact_on_linear_model() -> None:

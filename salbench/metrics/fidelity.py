@@ -109,6 +109,33 @@ def monotonicity_groups(
     return groups if grouping == "entries" else groups.repeat(1, channels)
 
 
+def group_members(
+    maps: torch.Tensor, channels: int, features_in_step: int, grouping: Grouping = "entries"
+) -> torch.Tensor:
+    """Flat (channel-first) entry indices of every group of :func:`monotonicity_groups`, (N, G, L).
+
+    Group ``g`` of an image holds the entries ranked ``g*step .. (g+1)*step - 1`` (entries) or every
+    channel of the pixels ranked so (pixels); ``L`` = ``step`` (entries) or ``step*C`` (pixels). A
+    shorter last group is padded by repeating its last entry (writing an entry twice with the same
+    value changes nothing).
+    """
+    n, h, w = maps.shape
+    if grouping == "entries":
+        flat = maps.unsqueeze(1).expand(n, channels, h, w).reshape(n, -1)
+    elif grouping == "pixels":
+        flat = maps.reshape(n, -1)
+    else:
+        raise ConfigError(f"grouping: {grouping!r} is not one of entries, pixels")
+    order = torch.argsort(flat, dim=1, stable=True)
+    n_groups = math.ceil(order.shape[1] / features_in_step)
+    pad = n_groups * features_in_step - order.shape[1]
+    order = torch.cat([order, order[:, -1:].expand(n, pad)], dim=1).view(n, n_groups, features_in_step)
+    if grouping == "entries":
+        return order
+    offsets = torch.arange(channels, device=order.device).view(1, 1, 1, channels) * (h * w)
+    return (order.unsqueeze(-1) + offsets).reshape(n, n_groups, features_in_step * channels)
+
+
 def _group_attributions(
     a: torch.Tensor, channels: int, step: int, grouping: Grouping
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,22 +216,24 @@ def monotonicity(
         raise ConfigError(f"features_in_step/nr_samples: must be >= 1, got {step}/{nr_samples}")
     a = maps.detach().to(torch.float64)
     a = a.abs() if abs_values else a
-    groups, atts = _group_attributions(a, c, step, grouping)
+    _, atts = _group_attributions(a, c, step, grouping)
     n_groups = atts.shape[1]
 
     draw = baseline if baseline is not None else uniform_baseline()
     fill = draw((n_groups, nr_samples, n, c), generator).to(images.device)
     fill = fill.expand(n_groups, nr_samples, n, c)
-    # Group ids fit in int32 (memory: one chunk gathers a (rows, C, H, W) copy of them).
-    groups = groups.to(device=images.device, dtype=torch.int32).view(n, c, h, w)
+    members = group_members(a, c, step, grouping).to(images.device)
+    flat_images = images.reshape(n, c * h * w)
 
     def build(start: int, stop: int) -> torch.Tensor:
         rows = torch.arange(start, stop, device=images.device)
         img, grp, smp = rows // (n_groups * nr_samples), (rows // nr_samples) % n_groups, rows % nr_samples
-        mask = groups[img] == grp.to(torch.int32).view(-1, 1, 1, 1)
+        entries = members[img, grp]  # (rows, L) flat entry indices of the row's group
         # float64 draws cast once to the input dtype, as Quantus writing them into a float32 array.
-        values = fill[grp, smp, img].to(images.dtype).view(-1, c, 1, 1)
-        return torch.where(mask, values, images[img])
+        values = (
+            fill[grp, smp, img].to(images.dtype).gather(1, torch.div(entries, h * w, rounding_mode="floor"))
+        )
+        return flat_images[img].scatter_(1, entries, values).view(-1, c, h, w)
 
     row_targets = targets.to(images.device).repeat_interleave(n_groups * nr_samples)
     probs = chunked_target_probs(model, build, row_targets, max_batch).to(torch.float64)
