@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import torch
 from salbench.data.sources import load_boxes, load_mask
 from salbench.diagnostics import read_targets
 from salbench.metrics import METRICS
-from salbench.outputs import atomic_path, write_csv
+from salbench.outputs import atomic_path, write_csv, write_run_record
 from salbench.progress import progress as progress_bar
 from salbench.results import upsert_results
 from salbench.store import MapStore
@@ -198,7 +200,16 @@ def evaluate(
             if ws.cfg.run.overwrite or not _is_done(_final_path(ws, label_set, m, kind.name), ws.images.ids)
         ]
         if pending:
-            _run_batches(ws, kind, label_set, pending, n_batches, progress)
+            seconds = _run_batches(ws, kind, label_set, pending, n_batches, progress)
+            extra = {"kind": kind.name, "seconds_per_method": seconds, "n_images": n, **ws.describe()}
+            write_run_record(
+                _final_path(ws, label_set, pending[0], kind.name).parent,
+                ws.cfg,
+                ws.runtime,
+                f"evaluation:{kind.name}",
+                extra,
+                manifest_name=f"{kind.name}_manifest.json",
+            )
         for m in todo:
             final = _final_path(ws, label_set, m, kind.name)
             frame = (
@@ -213,7 +224,8 @@ def evaluate(
 
 def _run_batches(
     ws: Workspace, kind: Kind, label_set: str, methods: list[str], n_batches: int, progress: bool
-) -> None:
+) -> dict[str, float]:
+    """Compute the missing per-batch parts of ``methods``; returns wall seconds per method (this run)."""
     bs, n = ws.cfg.run.batch_size, len(ws.images)
     targets, base = read_targets(ws.layout.diagnostics_csv, label_set, ws.images.ids)
     correct = (
@@ -221,6 +233,7 @@ def _run_batches(
         == read_targets(ws.layout.diagnostics_csv, "groundtruth", ws.images.ids)[0]
     )
     stores = {m: MapStore.read_only(ws.layout.maps(label_set, m)) for m in methods}
+    seconds: dict[str, float] = defaultdict(float)
     state = kind.make_state(ws, label_set)
     dev = ws.runtime.torch_device
     for b in progress_bar(range(n_batches), f"{kind.name} {label_set}", enabled=progress):
@@ -239,6 +252,9 @@ def _run_batches(
             correct[rows],
         )
         for m in todo:
+            t0 = time.perf_counter()
             maps = torch.from_numpy(stores[m].read(rows)).to(dev)
             columns, arrays = kind.compute(ws, batch, m, maps, state)
             _write_part(*_part_paths(ws, label_set, m, kind.name, b), batch, columns, arrays)
+            seconds[m] += time.perf_counter() - t0
+    return dict(seconds)

@@ -51,9 +51,14 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
 
 
 def write_run_record(
-    out_dir: str | Path, cfg: Config, runtime: Runtime | None, stage: str, extra: dict[str, Any] | None = None
+    out_dir: str | Path,
+    cfg: Config,
+    runtime: Runtime | None,
+    stage: str,
+    extra: dict[str, Any] | None = None,
+    manifest_name: str = "manifest.json",
 ) -> None:
-    """Write ``config.yaml`` (the resolved configuration) and ``manifest.json`` beside a stage's outputs."""
+    """Write ``config.yaml`` (the resolved configuration) and a manifest beside a stage's outputs."""
     out = Path(out_dir)
     write_text(out / "config.yaml", dump_config(cfg))
     manifest = {
@@ -65,4 +70,4 @@ def write_run_record(
         "runtime": None if runtime is None else runtime.__dict__,
         **(extra or {}),
     }
-    write_json(out / "manifest.json", manifest)
+    write_json(out / manifest_name, manifest)
