@@ -15,7 +15,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +81,8 @@ class Kind:
     compute: Compute
     summarised: tuple[str, ...]
     make_state: Callable[[Workspace, str], dict] = lambda ws, label_set: {}
-
-
-# Directions of summarised columns that are not registered metrics.
-EXTRA_DIRECTIONS = {"completeness_gap": False, "completeness_holds": True}
+    directions: Mapping[str, bool] = dataclasses.field(default_factory=dict)
+    """``higher_is_better`` of summarised columns that are not registered metric ids."""
 
 
 def available_methods(ws: Workspace, label_set: str) -> list[str]:
@@ -150,15 +148,19 @@ def summary_rows(
     columns: Iterable[str],
     augmentation: str = "none",
     variant: str = "",
+    directions: Mapping[str, bool] | None = None,
 ) -> list[dict]:
-    """Tidy results rows (mean over finite per-image values) for the summarised columns."""
+    """Tidy results rows (mean over finite per-image values) for the summarised columns.
+
+    ``higher_is_better`` is the registered metric's, else ``directions[col]`` (default True).
+    """
     rows = []
     for col in columns:
         if col not in frame:
             continue
         vals = pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64)
         finite = np.isfinite(vals)
-        hib = METRICS.get(col).higher_is_better if col in METRICS else EXTRA_DIRECTIONS.get(col, True)
+        hib = METRICS.get(col).higher_is_better if col in METRICS else (directions or {}).get(col, True)
         rows.append(
             {
                 "model": ws.cfg.model.name,
@@ -217,7 +219,9 @@ def evaluate(
                 if m in pending
                 else pd.read_csv(final, dtype={"image_id": str})
             )
-            all_rows += summary_rows(ws, label_set, m, frame, kind.summarised, ws.augmentation, ws.variant)
+            all_rows += summary_rows(
+                ws, label_set, m, frame, kind.summarised, ws.augmentation, ws.variant, kind.directions
+            )
     upsert_results(ws.layout.results_csv, all_rows)
     return all_rows
 

@@ -1,23 +1,34 @@
-"""The three evaluation kinds of stage 3, as (per-batch compute, summarised columns) pairs.
+"""The evaluation kinds of stage 3, as (per-batch compute, summarised columns) pairs.
 
 Parameters come from the config's ``metrics`` section (protocol preset < config file):
 ``recognition`` (step, substrate, blur), ``monotonicity``, ``sensitivity`` (``explainer``:
 ``gradient`` = the acml2024 plain-gradient re-explanation, ``method`` = re-run the method under test as
-the reference protocol does), ``completeness``, ``localization``.
+the reference protocol does), ``completeness``, ``localization``, ``gomez`` (``clamp_mask``,
+``bound_max_step``, ``max_step_nb``; absent: the saliency-maps-metrics package defaults).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 
+from salbench.errors import ConfigError
 from salbench.evaluation import Batch, Kind
 from salbench.generation import batch_generator
 from salbench.methods import METHODS, build_params
+from salbench.metrics import METRICS
 from salbench.metrics.complexity import complexity, effective_complexity, sparseness
 from salbench.metrics.fidelity import black_baseline, completeness, monotonicity
+from salbench.metrics.gomez import (
+    FILLINGS,
+    DeletionParams,
+    SingleStepParams,
+    curve_scores,
+    single_step_scores,
+)
 from salbench.metrics.localization import (
     energy_pointing_game,
     energy_pointing_game_mask,
@@ -152,6 +163,7 @@ COMPLEXITY = Kind(
         "completeness_holds",
     ),
     _complexity_state,
+    {"completeness_gap": False, "completeness_holds": True},
 )
 
 
@@ -189,7 +201,53 @@ LOCALIZATION = Kind(
 )
 
 
-KINDS = {k.name: k for k in (RECOGNITION, COMPLEXITY, LOCALIZATION)}
+GOMEZ_METRICS = ("iic", "ad_gomez", "add", "dauc", "dc", "iauc", "ic")
+GOMEZ_COLUMNS = tuple(f"{m}_{f}" for m in GOMEZ_METRICS for f in FILLINGS)
+# ``<metric>_<filling>`` columns are not registry ids: their directions are the registered metrics'.
+GOMEZ_DIRECTIONS = {f"{m}_{f}": METRICS.get(m).higher_is_better for m in GOMEZ_METRICS for f in FILLINGS}
+
+
+_GOMEZ_SINGLE_KEYS = {f.name for f in dataclasses.fields(SingleStepParams)} - {"filling", "max_batch"}
+_GOMEZ_CURVE_KEYS = {f.name for f in dataclasses.fields(DeletionParams)} - {"filling", "max_batch"}
+
+
+def _gomez_state(ws: Workspace, label_set: str) -> dict:
+    """Keyword arguments from ``metrics.gomez`` (unset: package defaults) and the run's ``max_batch``."""
+    values = ws.cfg.metric_params("gomez")
+    allowed = sorted(_GOMEZ_SINGLE_KEYS | _GOMEZ_CURVE_KEYS)
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown config key 'metrics.gomez.{unknown[0]}'; allowed: {', '.join(allowed)}")
+    mb = ws.cfg.run.max_batch
+    return {
+        "single": {**{k: v for k, v in values.items() if k in _GOMEZ_SINGLE_KEYS}, "max_batch": mb},
+        "curve": {**{k: v for k, v in values.items() if k in _GOMEZ_CURVE_KEYS}, "max_batch": mb},
+    }
+
+
+def _gomez(ws: Workspace, batch: Batch, method: str, maps: torch.Tensor, state: dict):
+    """Gomez et al.'s seven metrics for both fillings: per filling one single-step pass (IIC, AD, ADD) and
+    one curve pass per game (DAUC + DC, IAUC + IC); f(x)_c of the first pass is reused by the second."""
+    args = (ws.model, batch.images, maps, batch.targets)
+    stats = {"mean": ws.context.mean, "std": ws.context.std}
+    cols: dict[str, np.ndarray] = {}
+    base = None
+    for filling in FILLINGS:
+        single = {**state["single"], "filling": filling}
+        out = single_step_scores(*args, **stats, **single, parts=("kept", "removed"), base_probs=base)
+        base = torch.from_numpy(out["base_prob"])
+        parts = [out]
+        for game in ("deletion", "insertion"):
+            parts.append(curve_scores(*args, **stats, **{**state["curve"], "filling": filling}, game=game))
+        for part in parts:
+            cols |= {f"{m}_{filling}": part[m] for m in GOMEZ_METRICS if m in part}
+    return {c: cols[c] for c in GOMEZ_COLUMNS}, {}
+
+
+GOMEZ = Kind("gomez", _gomez, GOMEZ_COLUMNS, _gomez_state, GOMEZ_DIRECTIONS)
+
+
+KINDS = {k.name: k for k in (RECOGNITION, COMPLEXITY, LOCALIZATION, GOMEZ)}
 
 
 def evaluation_parser(description: str):
