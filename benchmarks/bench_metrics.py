@@ -22,6 +22,12 @@ implementation x metric x batch size; batch size = rows per forward pass unless 
   chunks of the batch size) vs Quantus 0.6 ``MaxSensitivity`` / ``AvgSensitivity`` with
   ``quantus.explain`` ``"Saliency"`` (10 samples, bound 0.2; batch size: images per batch). A salbench run
   gets both from one :func:`sensitivity_ratios` call.
+- ``gomez_single_step`` (IIC, AD, ADD), ``gomez_deletion`` (DAUC + DC, black filling) and
+  ``gomez_insertion`` (IAUC + IC, blurred filling), Gomez et al.'s metrics with ``bound_max_step``
+  (maps at input resolution: 196 steps + the start): salbench :func:`single_step_scores` /
+  :func:`curve_scores` vs saliency-maps-metrics 0.0.26 ``IIC_AD`` + ``ADD``, ``Deletion``, ``Insertion``
+  (softmax appended). salbench runs with ``mean = 0, std = 1`` so that both fill the tensor they are given
+  and compute the same numbers.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from benchmarks.common import (
 )
 from salbench.metrics.engine import target_probs
 from salbench.metrics.fidelity import default_features_in_step, monotonicity
+from salbench.metrics.gomez import curve_scores, single_step_scores
 from salbench.metrics.perturbation import auc, default_step, gaussian_blur, mask_pixels, n_steps
 from salbench.metrics.recognition import StartCache, drop_terms, increase_terms, recognition_scores
 from salbench.metrics.robustness import avg_sensitivity, max_sensitivity, saliency_explainer
@@ -61,8 +68,13 @@ METRIC_IDS: tuple[str, ...] = (
     "monotonicity",
     "max_sensitivity",
     "avg_sensitivity",
+    "gomez_single_step",
+    "gomez_deletion",
+    "gomez_insertion",
 )
 NR_SAMPLES = 10
+IDENTITY = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+"""mean/std under which salbench's fillings equal the package's (it fills the tensor it is given)."""
 
 
 def study_causal_curves(
@@ -357,6 +369,50 @@ def _quantus_sensitivity(work: Workload, batch: int, kind: str) -> Case:
     )
 
 
+GOMEZ_GAMES = {"gomez_deletion": ("deletion", "black"), "gomez_insertion": ("insertion", "blur")}
+
+
+def _salbench_gomez(work: Workload, batch: int, task: str) -> Case:
+    mean, std = IDENTITY
+
+    def run(n: int) -> dict:
+        x, m, t = work.images[:n], work.maps[:n], work.targets[:n]
+        if task == "gomez_single_step":
+            return single_step_scores(work.model, x, m, t, mean=mean, std=std, max_batch=batch)
+        game, filling = GOMEZ_GAMES[task]
+        return curve_scores(
+            work.model, x, m, t, mean=mean, std=std, game=game, filling=filling, max_batch=batch
+        )  # type: ignore[arg-type]
+
+    return Case("salbench", task, batch, run, note="mean 0 / std 1: the package's fillings")
+
+
+def _smm_gomez(work: Workload, batch: int, task: str) -> Case:
+    def factory() -> Callable[[int], object]:
+        from saliency_maps_metrics.multi_step_metrics import Deletion, Insertion
+        from saliency_maps_metrics.single_step_metrics import ADD, IIC_AD
+
+        probs = nn.Sequential(work.model, nn.Softmax(dim=1))
+        if task == "gomez_single_step":
+            metrics = [IIC_AD("black"), ADD("black")]
+        else:
+            game, filling = GOMEZ_GAMES[task]
+            cls = Deletion if game == "deletion" else Insertion
+            metrics = [cls(filling, bound_max_step=True, batch_size=batch)]
+
+        def run(n: int) -> list[dict]:
+            x, maps, t = work.images[:n], work.maps[:n, None], work.targets[:n].tolist()
+            with numpy_trapz_alias():
+                return [metric(probs, x, maps, class_to_explain_list=t) for metric in metrics]
+
+        return run
+
+    note = "softmax appended" + (
+        "; no batching knob: every image in one pass" if task == "gomez_single_step" else ""
+    )
+    return Case("saliency_maps_metrics", task, batch, lazy(factory), note=note)
+
+
 def make_cases(work: Workload, settings: Settings) -> list[Case]:
     """Every (metric, batch size, implementation) case for one model."""
     cases: list[Case] = [_study_insdel(work)]
@@ -373,6 +429,8 @@ def make_cases(work: Workload, settings: Settings) -> list[Case]:
         ]
         for kind in ("max", "avg"):
             cases += [_salbench_sensitivity(work, b, kind), _quantus_sensitivity(work, b, kind)]
+        for task in ("gomez_single_step", *GOMEZ_GAMES):
+            cases += [_salbench_gomez(work, b, task), _smm_gomez(work, b, task)]
     order = {m: i for i, m in enumerate(METRIC_IDS)}
     return sorted(cases, key=lambda c: (order[c.task], c.batch_size > 1, c.batch_size))
 

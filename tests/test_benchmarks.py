@@ -127,6 +127,14 @@ METRIC_PASSES = {
     ("quantus", "max_sensitivity"): (10, 10),
     ("salbench", "avg_sensitivity"): (10, 10),
     ("quantus", "avg_sensitivity"): (10, 10),
+    # f(x), kept and removed images; the package evaluates f(x) in each of its two metrics
+    ("salbench", "gomez_single_step"): (3, 0),
+    ("saliency_maps_metrics", "gomez_single_step"): (4, 0),
+    # 56 x 56 map cells, 16 per step (bound_max_step): 196 steps + the start
+    ("salbench", "gomez_deletion"): (197, 0),
+    ("saliency_maps_metrics", "gomez_deletion"): (197, 0),
+    ("salbench", "gomez_insertion"): (197, 0),
+    ("saliency_maps_metrics", "gomez_insertion"): (197, 0),
 }
 
 
