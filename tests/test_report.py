@@ -682,3 +682,11 @@ def test_report_script_figure1_from_map_stores(tmp_path, imagenet_fixture, capsy
     # AD lower is better: best = image 2 (0.1), worst = image 5 (0.9); AG best = image 6
     picks = pick_best_worst(pd.read_csv(ev / "gradcam_recognition.csv", dtype={"image_id": str}))
     assert picks["average_drop"] == (ids[1], ids[4]) and picks["average_gain"] == (ids[5], ids[0])
+
+
+def test_claims_without_any_paper_metric_rows_are_not_computed(paper):
+    """A run holding only other rows (e.g. sanity checks) reports every claim as not computed."""
+    others = paper.head(3).assign(metric="sanity_ssim", variant="data")
+    results = evaluate_claims(others)
+    assert [r.holds for r in results] == [None] * 5
+    assert all(r.verdict == "not computed in this run" for r in results)

@@ -64,7 +64,8 @@ class ClaimResult:
 
 
 def _compared(data: pd.DataFrame) -> pd.DataFrame:
-    return data[[method_display(m).compared for m in data.index]]
+    """Rows of the methods the claims compare (a row mask, also right on an empty frame)."""
+    return data.loc[np.array([method_display(m).compared for m in data.index], dtype=bool)]
 
 
 def _oriented(frame: pd.DataFrame, key: str, values: pd.Series) -> pd.Series:

@@ -48,7 +48,7 @@ PER_IMAGE_COLUMNS = (
 _DPI = 110
 
 
-def _style(i: int) -> dict[str, object]:
+def line_style(i: int) -> dict[str, object]:
     return {
         "color": OKABE_ITO[i % len(OKABE_ITO)],
         "marker": MARKERS[i % len(MARKERS)],
@@ -56,7 +56,7 @@ def _style(i: int) -> dict[str, object]:
     }
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
@@ -107,7 +107,9 @@ def figure2(
     for ax, (key, _) in zip(axes.ravel(), FIGURE2_PANELS):
         for i, method in enumerate(methods):
             part = means[means["method"] == method]
-            ax.plot(part["centre"], part[key], label=method_display(method).label, markersize=5, **_style(i))
+            ax.plot(
+                part["centre"], part[key], label=method_display(method).label, markersize=5, **line_style(i)
+            )
         ax.set_title(COLUMNS[key].header, fontsize=13)
         ax.set_ylabel(f"{COLUMNS[key].header} (%)", fontsize=12)
         ax.set_xlim(0, 1)
@@ -119,7 +121,7 @@ def figure2(
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=11, frameon=False)
     fig.suptitle(title or "Figure 2. Recognition metrics against the ground-truth probability", fontsize=14)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def figure_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Path:
@@ -132,7 +134,7 @@ def figure_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Pa
         for i, method in enumerate(methods):
             part = curves[(curves["method"] == method) & (curves["curve"] == kind)].sort_values("fraction")
             if not part.empty:
-                style = {**_style(i), "marker": None}
+                style = {**line_style(i), "marker": None}
                 ax.plot(
                     part["fraction"],
                     part["value"],
@@ -151,7 +153,7 @@ def figure_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Pa
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=11, frameon=False)
     fig.suptitle(title or "Mean insertion and deletion curves", fontsize=14)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def rank_agreement(values: pd.DataFrame, higher_is_better: Mapping[str, bool]) -> pd.DataFrame:
@@ -202,7 +204,7 @@ def figure_rank_agreement(tau: pd.DataFrame, path: str | Path, title: str = "") 
     fig.colorbar(image, ax=ax, label="Kendall tau of the method rankings")
     ax.set_title(title or "Rank agreement between metrics (Kendall tau over methods)", fontsize=13)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,4 +291,4 @@ def figure1(
         axes[0, c].set_title(method_display(method).label, fontsize=11)
     fig.suptitle(title or "Figure 1. Best and worst image per metric, every method's map", fontsize=14)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

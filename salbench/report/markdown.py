@@ -2,7 +2,8 @@
 
 One section per (model, dataset, protocol) in the results: configuration, Tables 1-4 (CSV, Markdown,
 LaTeX), the published numbers side by side when the run is the study's configuration, figures, the
-claims, and the provenance handed in through ``extra``. Parts the run lacks are reported as "not
+claims, the further evaluations (sanity checks, Gomez et al.'s metrics, ROAR; only when ``results.csv``
+holds their rows), and the provenance handed in through ``extra``. Parts the run lacks are reported as "not
 computed in this run".
 """
 
@@ -19,6 +20,7 @@ import pandas as pd
 
 from salbench.outputs import write_csv, write_text
 from salbench.report.claims import DEFAULT_THRESHOLDS, ClaimResult, ClaimThresholds, evaluate_claims
+from salbench.report.extras import extras_section
 from salbench.report.figures import (
     Figure1Inputs,
     figure1,
@@ -296,6 +298,7 @@ def build_report(
         lines += _published_section(key, tables, out, sub, Path(published_csv))
         lines += _figures_section(key, rows, out, sub, per_image, curves, fig1)
         lines += _claims_section(rows, thresholds, reference)
+        lines += extras_section(rows, key.model, out, sub)
     lines += _provenance(extra)
     path = out / "REPORT.md"
     write_text(path, "\n".join(lines).rstrip() + "\n")
