@@ -257,7 +257,8 @@ class MethodExplainer:
         return np.concatenate(maps), np.concatenate(signed)
 
 
-def _fresh_model(ws: Workspace) -> nn.Module:
+def fresh_model(ws: Workspace) -> nn.Module:
+    """A randomly initialised model of the run's architecture and class count (draws from the global RNG)."""
     n, name = int(ws.model_info["num_classes"]), ws.cfg.model.name
     if name in EMBEDDED_MODELS:
         return EMBEDDED_MODELS.get(name)(n)
@@ -275,7 +276,7 @@ def label_shuffled_model(ws: Workspace, train: TrainConfig, progress: bool = Tru
     folder = ws.layout.model_dir / "sanity"
     ckpt = folder / f"label_shuffled_data{ws.cfg.data.embedded.seed}_seed{train.seed}_epochs{train.epochs}.pt"
     with seeded_global_rng(ws.runtime.torch_device, train.seed):
-        model = _fresh_model(ws)
+        model = fresh_model(ws)
         if ckpt.is_file() and not ws.cfg.run.overwrite:
             model.load_state_dict(load_checkpoint(ckpt)[0])
             return model.to(ws.runtime.torch_device).eval()

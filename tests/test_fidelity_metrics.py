@@ -14,12 +14,12 @@ from salbench.errors import ConfigError, DataError
 from salbench.methods.base import MethodContext
 from salbench.metrics import METRICS
 from salbench.metrics.fidelity import (
-    group_members,
     Completeness,
     Monotonicity,
     black_baseline,
     completeness,
     default_features_in_step,
+    group_members,
     monotonicity,
     monotonicity_groups,
     uniform_baseline,
