@@ -19,6 +19,7 @@ import logging
 import sys
 
 from salbench.cli import common_parser, config_from_args, configure_logging, entry
+from salbench.distributed import distributed, rank_zero_first
 from salbench.errors import ConfigError
 from salbench.methods import METHODS
 from salbench.retraining import (
@@ -34,12 +35,8 @@ from salbench.retraining import (
     QUICK_METHODS,
     QUICK_TRAIN_IMAGES,
     RoarSettings,
-    check_data,
-    distributed,
-    prepare_model,
-    rank_zero_first,
-    run_retraining,
 )
+from salbench.retraining_stage import check_data, prepare_model, run_retraining
 from salbench.workspace import open_workspace
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from evaluation import retraining as script
 from salbench import retraining
 from salbench.config import resolve_config
+from salbench.distributed import distributed
 from salbench.errors import ConfigError, DataError
 from salbench.layout import RunLayout
 from salbench.models.embedded import EmbeddedResNet
@@ -26,13 +27,11 @@ from salbench.retraining import (
     METRIC,
     RoarSettings,
     n_removed,
-    record_results,
     removal_mask,
     remove_pixels,
-    result_rows,
     roar_scores,
-    run_retraining,
 )
+from salbench.retraining_stage import record_results, result_rows, run_retraining
 from salbench.workspace import open_workspace
 
 MEAN, STD = (0.5, 0.25, 0.125), (0.5, 0.25, 2.0)
@@ -358,7 +357,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         return history
 
     retraining.train_classifier = recording
-    with retraining.distributed("cpu") as (r, w):
+    with distributed("cpu") as (r, w):
         assert (r, w) == (rank, world)
         on = _synthetic_scores(slice(0, 2))
     torch.save({"on": on, "seen": seen}, f"{out}/rank{rank}.pt")
