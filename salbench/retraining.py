@@ -25,11 +25,12 @@ Conventions (and deviations from the paper):
   Efficient Evaluation Strategy for Attribution Methods"): on the embedded shapes a CAM's removed region
   can outline the object, so an accuracy that stays high is not by itself proof of a poor map.
 
-Distributed training: inside :func:`salbench.distributed.distributed` (entered by ``torchrun`` launches, ``WORLD_SIZE > 1``)
-every re-training is wrapped in ``DistributedDataParallel`` (nccl on CUDA, gloo on CPU); each rank
-trains on its :class:`~torch.utils.data.DistributedSampler` shard of the training set (drawn once with
-``seed``, reshuffled within the shard every epoch), so the effective batch is ``world_size *
-batch_size``. Rank 0 generates the maps and writes every output; the other ranks read the maps it wrote.
+Distributed training: inside :func:`salbench.distributed.distributed` (entered by ``torchrun`` launches,
+``WORLD_SIZE > 1``) every re-training is wrapped in ``DistributedDataParallel`` (nccl on CUDA, gloo on
+CPU); each rank trains on its :class:`~torch.utils.data.DistributedSampler` shard of the training set
+(drawn once with ``seed``, reshuffled within the shard every epoch), so the effective batch is
+``world_size * batch_size``. Rank 0 generates the maps and writes every output; the other ranks read the
+maps it wrote.
 """
 
 from __future__ import annotations
