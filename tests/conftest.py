@@ -17,6 +17,26 @@ if str(REPO) not in sys.path:
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def write_stage_config(tmp_path: Path, images: Path, label_sets: str, extra: str = "") -> Path:
+    """Config of a stage test: the ImageNet-layout fixture at 64x64, a random 1000-class embedded ResNet
+    checkpoint (seed 0), outputs under ``tmp_path/out``; ``extra``: further YAML lines."""
+    from salbench.models.embedded import EmbeddedResNet
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "model.pt"
+    torch.save(
+        {"state_dict": EmbeddedResNet(num_classes=1000).state_dict(), "meta": {"num_classes": 1000}}, ckpt
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"run: {{output_root: {tmp_path / 'out'}, batch_size: 4, label_sets: [{label_sets}]}}\n"
+        f"data: {{kind: imagenet, root: {images}, list_csv: val_list.csv, annotations: boxes, "
+        "resize: 72, crop: 64}\n"
+        f"model: {{name: embedded_resnet, checkpoint: {ckpt}}}\n" + extra
+    )
+    return cfg
+
+
 def write_xml(path: Path, stem: str, width: int, height: int, boxes: list[tuple[int, int, int, int]]) -> None:
     objs = "".join(
         f"<object><name>n01440764</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"

@@ -13,10 +13,10 @@ from main import diagnostics
 from salbench.cli import config_from_args
 from salbench.diagnostics import read_targets
 from salbench.metrics.gomez import curve_scores, single_step_scores
-from salbench.models.embedded import EmbeddedResNet
 from salbench.results import RESULT_COLUMNS
 from salbench.store import MapStore
 from salbench.workspace import open_workspace
+from tests.conftest import write_stage_config
 
 IDS = [f"{m}_{f}" for m in ("iic", "ad_gomez", "add", "dauc", "dc", "iauc", "ic") for f in ("black", "blur")]
 LOWER_IS_BETTER = {"ad_gomez_black", "ad_gomez_blur", "dauc_black", "dauc_blur"}
@@ -24,19 +24,9 @@ LOWER_IS_BETTER = {"ad_gomez_black", "ad_gomez_blur", "dauc_black", "dauc_blur"}
 
 @pytest.fixture
 def run_cfg(tmp_path, imagenet_fixture):
-    torch.manual_seed(0)
-    ckpt = tmp_path / "model.pt"
-    torch.save(
-        {"state_dict": EmbeddedResNet(num_classes=1000).state_dict(), "meta": {"num_classes": 1000}}, ckpt
-    )
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(
-        f"run: {{output_root: {tmp_path / 'out'}, batch_size: 4, label_sets: [groundtruth]}}\n"
-        f"data: {{kind: imagenet, root: {imagenet_fixture}, list_csv: val_list.csv, annotations: boxes, "
-        "resize: 72, crop: 64}\n"
-        f"model: {{name: embedded_resnet, checkpoint: {ckpt}}}\n"
-        # 16 curve steps of 256 pixels instead of ~200 of 20 (the package cap): a fast test
-        "metrics: {gomez: {max_step_nb: 16}}\n"
+    # 16 curve steps of 256 pixels instead of ~200 of 20 (the package cap): a fast test
+    cfg = write_stage_config(
+        tmp_path, imagenet_fixture, "groundtruth", "metrics: {gomez: {max_step_nb: 16}}\n"
     )
     c = ["--config", str(cfg)]
     assert diagnostics.main(c) == 0

@@ -5,30 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from evaluation import complexity_analysis, interpretable_recognition, localization
 from generation import baselines, cams, gradients, rise
 from main import diagnostics
-from salbench.models.embedded import EmbeddedResNet
 from salbench.results import RESULT_COLUMNS
 from salbench.store import MapStore
+from tests.conftest import write_stage_config
 
 
 @pytest.fixture
 def run_cfg(tmp_path, imagenet_fixture):
-    torch.manual_seed(0)
-    ckpt = tmp_path / "model.pt"
-    torch.save(
-        {"state_dict": EmbeddedResNet(num_classes=1000).state_dict(), "meta": {"num_classes": 1000}}, ckpt
-    )
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(
-        f"run: {{output_root: {tmp_path / 'out'}, batch_size: 4, label_sets: [groundtruth, least]}}\n"
-        f"data: {{kind: imagenet, root: {imagenet_fixture}, list_csv: val_list.csv, annotations: boxes, "
-        "resize: 72, crop: 64}\n"
-        f"model: {{name: embedded_resnet, checkpoint: {ckpt}}}\n"
-        "methods: {integrated_gradients: {n_steps: 4}, rise: {n_masks: 8}}\n"
+    cfg = write_stage_config(
+        tmp_path,
+        imagenet_fixture,
+        "groundtruth, least",
+        "methods: {integrated_gradients: {n_steps: 4}, rise: {n_masks: 8}}\n",
     )
     assert diagnostics.main(["--config", str(cfg)]) == 0
     return cfg, tmp_path / "out" / "embedded_resnet"
