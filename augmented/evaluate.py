@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from salbench.augmented import run_evaluate, select_variants
-from salbench.augmented_cli import augmented_parser, augmented_workspace
-from salbench.cli import entry
+from salbench.stages.augmented import run_evaluate, select_variants
+from salbench.stages.augmented_cli import augmented_parser, augmented_workspace
+from salbench.stages.cli import entry
 
 
 def build_parser():

@@ -51,7 +51,7 @@ from salbench.methods import METHODS, build_params
 from salbench.methods.deprocess import get_deprocessor
 from salbench.methods.lime import Lime, LimeParams, draw_seeds
 from salbench.methods.rise import RiseParams
-from salbench.methods.scoped import minmax_per_image
+from salbench.saliency import minmax_per_image
 
 SCRIPT = "bench_methods"
 METHOD_IDS: tuple[str, ...] = ("rise", "scorecam", "integrated_gradients", "lime", "gradcam", "gradient")

@@ -3,7 +3,7 @@
 Every row times one implementation of one method or metric at one batch size on one model, after a
 warm-up call on the same images, as the best (minimum) wall-clock time over ``repeats`` calls
 (``time.perf_counter``, with ``torch.cuda.synchronize`` on GPU), and counts the rows pushed through the
-model's forward and backward during the timed call (:func:`salbench.passes.count_passes`). The ratio
+model's forward and backward during the timed call (:func:`salbench.scoped.count_passes`). The ratio
 column divides the measured time by the *bare* cost of those passes::
 
     bare = (forward rows - backward rows) * t_forward + backward rows * t_forward_backward
@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from salbench.cli import configure_logging, entry
 from salbench.errors import ConfigError
 from salbench.methods.base import MethodContext
-from salbench.methods.scoped import frozen_parameters, minmax_per_image, model_mode
 from salbench.models.layers import resolve_target_layer
-from salbench.passes import PassCount, count_passes
+from salbench.saliency import minmax_per_image
+from salbench.scoped import PassCount, count_passes, frozen_parameters, model_mode
+from salbench.stages.cli import configure_logging, entry
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from salbench.errors import ConfigError
-from salbench.methods.scoped import model_mode, removable_hooks
+from salbench.scoped import model_mode, removable_hooks
 
 RESNET_POINTS = ("maxpool", "layer1", "layer2", "layer3", "layer4")
 

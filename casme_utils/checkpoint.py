@@ -42,7 +42,7 @@ from casme_utils.architecture import Decoder, Masker, encoder_planes
 from salbench.config import IMAGENET_MEAN, IMAGENET_STD, Config
 from salbench.errors import ConfigError, DataError
 from salbench.models.registry import EMBEDDED_MODELS
-from salbench.outputs import atomic_path
+from salbench.store.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from salbench.data.sources import open_data
 from salbench.errors import ConfigError
 from salbench.models.registry import build_model
 from salbench.models.training import load_split
-from salbench.outputs import write_csv
+from salbench.store.outputs import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def train_casme(
     Returns:
         ``(checkpoint path, meta)``; ``meta["quality"]`` holds the evaluation numbers.
     """
-    from salbench.workspace import with_default_checkpoint
+    from salbench.stages.workspace import with_default_checkpoint
 
     path = default_checkpoint(cfg)
     cfg = with_default_checkpoint(cfg)

@@ -53,8 +53,8 @@ from tqdm.auto import tqdm
 
 from casme_utils.architecture import Masker, upsample_mask
 from salbench.errors import ConfigError
-from salbench.methods.scoped import frozen_parameters, model_mode
 from salbench.models.training import augment
+from salbench.scoped import frozen_parameters, model_mode
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from salbench.cli import common_parser, config_from_args, configure_logging, entry
-from salbench.layout import RunLayout
-from salbench.outputs import write_run_record
 from salbench.report import build_report, load_results
-from salbench.report.inputs import collect_manifests, load_curves, load_figure1_inputs, load_per_image
+from salbench.stages.cli import common_parser, config_from_args, configure_logging, entry
+from salbench.stages.report import collect_manifests, load_curves, load_figure1_inputs, load_per_image
+from salbench.store.layout import RunLayout
+from salbench.store.outputs import write_run_record
 
 
 def build_parser():

@@ -18,11 +18,9 @@ import dataclasses
 import logging
 import sys
 
-from salbench.cli import common_parser, config_from_args, configure_logging, entry
-from salbench.distributed import distributed, rank_zero_first
 from salbench.errors import ConfigError
 from salbench.methods import METHODS
-from salbench.retraining import (
+from salbench.metrics.retraining import (
     BASELINE,
     CONTROL,
     DEFAULT_KS,
@@ -36,8 +34,10 @@ from salbench.retraining import (
     QUICK_TRAIN_IMAGES,
     RoarSettings,
 )
-from salbench.retraining_stage import check_data, prepare_model, run_retraining
-from salbench.workspace import open_workspace
+from salbench.runtime import distributed, rank_zero_first
+from salbench.stages.cli import common_parser, config_from_args, configure_logging, entry
+from salbench.stages.retraining import check_data, prepare_model, run_retraining
+from salbench.stages.workspace import open_workspace
 
 
 def build_parser():

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from salbench.cli import common_parser, config_from_args, configure_logging, entry
 from salbench.methods import METHODS
-from salbench.sanity import (
+from salbench.stages.cli import common_parser, config_from_args, configure_logging, entry
+from salbench.stages.sanity import (
     DEFAULT_LIMIT,
     DEFAULT_METHODS,
     METRIC_IDS,
@@ -23,7 +23,7 @@ from salbench.sanity import (
     run_sanity,
     with_image_limit,
 )
-from salbench.workspace import open_workspace
+from salbench.stages.workspace import open_workspace
 
 
 def build_parser():

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 
 from casme_utils.checkpoint import resolve_checkpoint
-from salbench.cli import config_from_args, entry
-from salbench.generation import generation_parser, run_generation_script
+from salbench.stages.cli import config_from_args, entry
+from salbench.stages.generate import generation_parser, run_generation_script
 
 METHOD_IDS = ["casme"]
 

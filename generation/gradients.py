@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from salbench.generation import generation_script, methods_of_family
+from salbench.stages.generate import generation_script, methods_of_family
 
 METHOD_IDS = methods_of_family("Gradient")
 build_parser, main = generation_script(__doc__, METHOD_IDS, deprocess=True)

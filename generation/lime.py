@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from salbench.generation import generation_script
+from salbench.stages.generate import generation_script
 
 METHOD_IDS = ["lime"]
 build_parser, main = generation_script(__doc__, METHOD_IDS)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from salbench.cli import common_parser, config_from_args, configure_logging, entry
-from salbench.diagnostics import run_diagnostics
-from salbench.workspace import open_workspace
+from salbench.stages.cli import common_parser, config_from_args, configure_logging, entry
+from salbench.stages.diagnostics import run_diagnostics
+from salbench.stages.workspace import open_workspace
 
 
 def build_parser():

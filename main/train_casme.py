@@ -13,10 +13,10 @@ import sys
 
 from casme_utils.embedded import train_casme
 from casme_utils.training import CasmeTrainConfig
-from salbench.cli import common_parser, config_from_args, configure_logging, entry
 from salbench.data.sources import ensure_embedded
 from salbench.errors import ConfigError
 from salbench.runtime import setup_runtime
+from salbench.stages.cli import common_parser, config_from_args, configure_logging, entry
 
 log = logging.getLogger("train_casme")
 

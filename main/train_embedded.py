@@ -9,12 +9,12 @@ import dataclasses
 import logging
 import sys
 
-from salbench.cli import common_parser, config_from_args, configure_logging, entry
 from salbench.data.sources import ensure_embedded
 from salbench.errors import ConfigError
 from salbench.models.registry import EMBEDDED_MODELS
 from salbench.models.training import train_embedded_model
 from salbench.runtime import setup_runtime
+from salbench.stages.cli import common_parser, config_from_args, configure_logging, entry
 
 log = logging.getLogger("train_embedded")
 

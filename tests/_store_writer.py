@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from salbench.store import MapStore, shard_rows
+from salbench.store.maps import MapStore, shard_rows
 
 SHAPE = (8, 12)
 

@@ -1,5 +1,5 @@
 """Library API: build_metric equals the metrics' own functions, per-sample == batch, streaming with
-skipped/NaN counting, JSON/YAML dumps, config errors by name, sanity checks through salbench.sanity."""
+skipped/NaN counting, JSON/YAML dumps, config errors by name, sanity checks through salbench.stages.sanity."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ from salbench.metrics.fidelity import black_baseline, completeness, monotonicity
 from salbench.metrics.gomez import curve_scores, single_step_scores
 from salbench.metrics.localization import energy_pointing_game, official_metric, pointing_game_mask
 from salbench.metrics.recognition import recognition_scores
+from salbench.metrics.retraining import roar_scores
 from salbench.metrics.robustness import avg_sensitivity, saliency_explainer
-from salbench.retraining import roar_scores
-from salbench.sanity import randomisation_blocks, randomised_copy, similarity_scores
+from salbench.metrics.similarity import similarity_scores
+from salbench.models.randomisation import randomisation_blocks, randomised_copy
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 N, SIZE = 4, 16

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 
-from salbench import augment as A
+from salbench.data import augmentations as A
 from salbench.errors import ConfigError, DataError
 
 N_IMAGES, SIDE = 9, 16

@@ -462,7 +462,7 @@ def test_train_casme_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert script.main(args) == 2  # the classifier is not trained yet
     assert "main/train_embedded.py" in capsys.readouterr().err
     cfg = resolve_config(cfg_file)
-    from salbench.layout import embedded_checkpoint
+    from salbench.store.layout import embedded_checkpoint
 
     torch.manual_seed(0)
     embedded_checkpoint(cfg).parent.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,11 @@ from main import diagnostics as diag_script
 from salbench.config import resolve_config
 from salbench.data.images import FileImages
 from salbench.data.sources import open_data
-from salbench.diagnostics import compute_diagnostics, read_targets
-from salbench.layout import RunLayout
 from salbench.methods.base import MethodContext
 from salbench.runtime import setup_runtime
-from salbench.workspace import Workspace
+from salbench.stages.diagnostics import compute_diagnostics, read_targets
+from salbench.stages.workspace import Workspace
+from salbench.store.layout import RunLayout
 from tests.conftest import REPO
 
 

@@ -10,12 +10,12 @@ import torch
 from evaluation import gomez_metrics
 from generation import baselines, cams
 from main import diagnostics
-from salbench.cli import config_from_args
-from salbench.diagnostics import read_targets
 from salbench.metrics.gomez import curve_scores, single_step_scores
-from salbench.results import RESULT_COLUMNS
-from salbench.store import MapStore
-from salbench.workspace import open_workspace
+from salbench.stages.cli import config_from_args
+from salbench.stages.diagnostics import read_targets
+from salbench.stages.workspace import open_workspace
+from salbench.store.maps import MapStore
+from salbench.store.results import RESULT_COLUMNS
 from tests.conftest import write_stage_config
 
 IDS = [f"{m}_{f}" for m in ("iic", "ad_gomez", "add", "dauc", "dc", "iauc", "ic") for f in ("black", "blur")]

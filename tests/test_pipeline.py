@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from salbench.config import REPO_ROOT
-from salbench.pipeline import _without_option, steps
+from salbench.stages.pipeline import _without_option, steps
 
 
 def test_steps_cover_every_stage_and_scripts_exist():

@@ -15,7 +15,6 @@ from torch import nn
 from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
 
 from salbench.errors import ConfigError, DataError
-from salbench.methods.scoped import model_mode
 from salbench.metrics.base import METRICS
 from salbench.metrics.engine import ForwardCounter, target_probs
 from salbench.metrics.perturbation import gaussian_blur, mask_pixels
@@ -28,6 +27,7 @@ from salbench.metrics.recognition import (
     increase_terms,
     recognition_scores,
 )
+from salbench.scoped import model_mode
 
 ID_MEAN, ID_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 

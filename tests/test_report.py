@@ -32,12 +32,12 @@ from salbench.report.figures import (
     pick_best_worst,
     rank_agreement,
 )
-from salbench.report.inputs import collect_manifests, load_curves, load_per_image, mean_curves
 from salbench.report.presentation import COLUMNS, method_display, method_order
 from salbench.report.published import compare, load_published, published_as_results
 from salbench.report.render import to_csv, to_latex, to_markdown
 from salbench.report.results import RESULT_COLUMNS, load_results
 from salbench.report.tables import Column, Table
+from salbench.stages.report import collect_manifests, load_curves, load_per_image, mean_curves
 
 DATA = Path(__file__).parent / "data" / "results_small.csv"
 
@@ -644,7 +644,7 @@ def test_report_script_main(tmp_path, capsys):
 
 def test_report_script_figure1_from_map_stores(tmp_path, imagenet_fixture, capsys):
     """The script picks best/worst images from the per-image CSVs and reads their pixels and maps."""
-    from salbench.store import MapStore
+    from salbench.store.maps import MapStore
 
     root = tmp_path / "run"
     ids = [f"val/ILSVRC2012_val_{i + 1:08d}" for i in range(6)]

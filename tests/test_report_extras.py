@@ -9,6 +9,7 @@ from PIL import Image
 
 from salbench.metrics import METRICS
 from salbench.metrics.gomez import FILLINGS
+from salbench.metrics.similarity import METRIC_IDS
 from salbench.report import build_report
 from salbench.report.extras import (
     GOMEZ_COLUMNS,
@@ -21,8 +22,7 @@ from salbench.report.extras import (
     sanity_verdict,
 )
 from salbench.report.results import load_results
-from salbench.results import upsert_results
-from salbench.sanity import METRIC_IDS
+from salbench.store.results import upsert_results
 
 SMALL = Path(__file__).parent / "data" / "results_small.csv"
 BLOCKS = ("fc", "layer4", "conv1+bn1")  # embedded_resnet's order; alphabetically conv1+bn1 comes first

@@ -14,14 +14,10 @@ import torch
 from torch import nn
 
 from evaluation import retraining as script
-from salbench import retraining
 from salbench.config import resolve_config
-from salbench.distributed import distributed
 from salbench.errors import ConfigError, DataError
-from salbench.layout import RunLayout
-from salbench.models.embedded import EmbeddedResNet
-from salbench.results import RESULT_COLUMNS, read_results, upsert_results
-from salbench.retraining import (
+from salbench.metrics import retraining
+from salbench.metrics.retraining import (
     BASELINE,
     MEAN_METRIC,
     METRIC,
@@ -31,8 +27,12 @@ from salbench.retraining import (
     remove_pixels,
     roar_scores,
 )
-from salbench.retraining_stage import record_results, result_rows, run_retraining
-from salbench.workspace import open_workspace
+from salbench.models.embedded import EmbeddedResNet
+from salbench.runtime import distributed
+from salbench.stages.retraining import record_results, result_rows, run_retraining
+from salbench.stages.workspace import open_workspace
+from salbench.store.layout import RunLayout
+from salbench.store.results import RESULT_COLUMNS, read_results, upsert_results
 
 MEAN, STD = (0.5, 0.25, 0.125), (0.5, 0.25, 2.0)
 

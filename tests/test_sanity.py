@@ -12,29 +12,29 @@ from torch import nn
 from evaluation import sanity_checks
 from main import diagnostics
 from salbench.config import resolve_config
-from salbench.layout import RunLayout
 from salbench.methods.base import MethodContext
-from salbench.models.embedded import EmbeddedResNet, EmbeddedVGG
-from salbench.models.layers import get_submodule
-from salbench.results import RESULT_COLUMNS
-from salbench.runtime import Runtime
-from salbench.sanity import (
+from salbench.metrics.similarity import (
     HOG_PARAMS,
     METRIC_IDS,
-    LayerBlock,
+    hog_similarity,
+    rank_correlation,
+    ssim_similarity,
+)
+from salbench.models.embedded import EmbeddedResNet, EmbeddedVGG
+from salbench.models.layers import get_submodule
+from salbench.models.randomisation import LayerBlock, randomisation_blocks, randomised_copy
+from salbench.runtime import Runtime
+from salbench.stages.sanity import (
     MethodExplainer,
     SanitySettings,
     compare_methods,
     flag_row,
-    hog_similarity,
     model_variants,
-    randomisation_blocks,
-    randomised_copy,
-    rank_correlation,
-    ssim_similarity,
     summarise,
 )
-from salbench.workspace import Workspace
+from salbench.stages.workspace import Workspace
+from salbench.store.layout import RunLayout
+from salbench.store.results import RESULT_COLUMNS
 
 
 class TinyResNetLike(nn.Module):

@@ -9,8 +9,8 @@ import pytest
 from evaluation import complexity_analysis, interpretable_recognition, localization
 from generation import baselines, cams, gradients, rise
 from main import diagnostics
-from salbench.results import RESULT_COLUMNS
-from salbench.store import MapStore
+from salbench.store.maps import MapStore
+from salbench.store.results import RESULT_COLUMNS
 from tests.conftest import write_stage_config
 
 

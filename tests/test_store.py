@@ -1,4 +1,4 @@
-"""Tests of salbench/store.py: bookkeeping, validation, kill-resume, concurrent shards, export."""
+"""Tests of salbench/store/maps.py: bookkeeping, validation, kill-resume, concurrent shards, export."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import zarr
 
-from salbench import store as store_module
 from salbench.errors import ConfigError, DataError
-from salbench.store import MapStore, export_main, export_npy, shard_rows
+from salbench.store import maps as store_module
+from salbench.store.maps import MapStore, export_main, export_npy, shard_rows
 
 WRITER = Path(__file__).with_name("_store_writer.py")
 _spec = importlib.util.spec_from_file_location("_store_writer", WRITER)

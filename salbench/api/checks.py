@@ -1,9 +1,10 @@
-"""Sanity checks (Adebayo et al. 2018) for any attribution method, through :mod:`salbench.sanity`.
+"""Sanity checks (Adebayo et al. 2018) for any attribution method, through :mod:`salbench.stages.sanity`.
 
 An attribution method is either a registered method id (built on every randomised model with its
-parameters, exactly as ``evaluation/sanity_checks.py`` does, by :class:`salbench.sanity.MethodExplainer`)
+parameters, exactly as ``evaluation/sanity_checks.py`` does, by
+:class:`salbench.stages.sanity.MethodExplainer`)
 or any callable following :class:`AttributionMethod`. Randomised models, similarities and summaries
-are :mod:`salbench.sanity`'s own functions.
+are :mod:`salbench.stages.sanity`'s own functions.
 """
 
 from __future__ import annotations
@@ -21,22 +22,22 @@ from torch import nn
 from salbench.api.results import dump_result, plain
 from salbench.config import IMAGENET_MEAN, IMAGENET_STD, resolve_config
 from salbench.errors import ConfigError, DataError
-from salbench.layout import RunLayout
 from salbench.methods.base import MethodContext
+from salbench.metrics.similarity import METRIC_IDS
 from salbench.models.layers import resolve_target_layer
+from salbench.models.randomisation import randomisation_blocks
 from salbench.runtime import Runtime
-from salbench.sanity import (
-    METRIC_IDS,
+from salbench.stages.sanity import (
     VARIANTS,
     MethodExplainer,
     SanitySettings,
     compare_methods,
     flag_row,
     model_variants,
-    randomisation_blocks,
     summarise,
 )
-from salbench.workspace import Workspace
+from salbench.stages.workspace import Workspace
+from salbench.store.layout import RunLayout
 
 
 @runtime_checkable
@@ -53,7 +54,7 @@ class AttributionMethod(Protocol):
 
 
 class CallableExplainer:
-    """What :func:`salbench.sanity.compare_methods` calls (``ws``, ``store_id``, ``explainer(model)``),
+    """What :func:`salbench.stages.sanity.compare_methods` calls (``ws``, ``store_id``, ``explainer(model)``),
     for an :class:`AttributionMethod`."""
 
     family = "Custom"
@@ -103,7 +104,7 @@ class SanityResult:
     summary: pd.DataFrame
 
     def flags(self, threshold: float = 0.5, flag_metric: str = "sanity_spearman_abs") -> dict[str, Any]:
-        """:func:`salbench.sanity.flag_row`: does the method fail (similarity above ``threshold``)?"""
+        """:func:`salbench.stages.sanity.flag_row`: does the method fail (similarity above ``threshold``)?"""
         if flag_metric not in METRIC_IDS:
             raise ConfigError(f"flag_metric: {flag_metric!r} is not one of {', '.join(METRIC_IDS)}")
         settings = SanitySettings(threshold=threshold, flag_metric=flag_metric)
@@ -137,7 +138,7 @@ def _workspace(
     protocol: str,
     device: torch.device,
 ) -> Workspace:
-    """A workspace holding only what :mod:`salbench.sanity` reads (config, runtime, model, context)."""
+    """A workspace holding only what :mod:`salbench.stages.sanity` reads (config, runtime, model, context)."""
     overrides: dict[str, Any] = {"run": {"seed": seed, "protocol": protocol}}
     if method is not None:
         overrides["methods"] = {method: dict(params or {})}

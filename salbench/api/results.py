@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from salbench.errors import ConfigError
-from salbench.outputs import write_text
+from salbench.store.outputs import write_text
 
 SUFFIXES = (".json", ".yaml", ".yml")
 

@@ -1,4 +1,4 @@
-"""Re-training metric: ROAR (``salbench.retraining.roar_scores``) as ``evaluate``, ``get_result``, ``dump``.
+"""Re-training metric: ROAR (:func:`salbench.metrics.retraining.roar_scores`) with ``evaluate``, ``dump``.
 
 The shape of ``saliency_metrics``' ``ReTrainingMetric``: one evaluation re-trains a classifier per
 fraction k on the whole (modified) training set; the result is the test accuracy per k.
@@ -18,7 +18,7 @@ from torch import nn
 from salbench.api.factory import build_dataclass
 from salbench.api.results import dump_result, plain
 from salbench.config import IMAGENET_MEAN, IMAGENET_STD
-from salbench.retraining import RoarSettings, roar_scores
+from salbench.metrics.retraining import RoarSettings, roar_scores
 
 
 class ReTrainingMetric:
@@ -53,7 +53,7 @@ class ReTrainingMetric:
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any], **kwargs: Any) -> ReTrainingMetric:
-        """Settings from ``{field: value}`` (:class:`~salbench.retraining.RoarSettings` fields, checked)."""
+        """Settings from ``{field: value}`` (fields of :class:`~salbench.metrics.retraining.RoarSettings`)."""
         return cls(build_dataclass(RoarSettings, values, "metric 'roar'"), **kwargs)
 
     def reset(self) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from salbench.data.sources import DataSource, load_image
 from salbench.errors import DataError
-from salbench.outputs import atomic_path, write_json
+from salbench.store.outputs import atomic_path, write_json
 
 
 class ImageSource(abc.ABC):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from salbench.errors import ConfigError
 from salbench.methods.base import METHODS, SaliencyMethod
 from salbench.methods.gradients import check_batch
-from salbench.methods.scoped import minmax_per_image
+from salbench.saliency import minmax_per_image
 
 # ITU-R BT.601 luma weights, as in PIL's ``convert("L")`` and skimage's ``rgb2gray`` family.
 _LUMA_RGB = (0.299, 0.587, 0.114)

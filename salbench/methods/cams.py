@@ -55,7 +55,7 @@ from torch import nn
 from salbench.errors import ConfigError, DataError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
 from salbench.methods.gradients import check_batch
-from salbench.methods.scoped import frozen_parameters, model_mode
+from salbench.scoped import frozen_parameters, model_mode
 
 logger = logging.getLogger(__name__)
 

@@ -28,12 +28,13 @@ from torch import nn
 
 from salbench.errors import ConfigError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
-from salbench.methods.scoped import minmax_per_image, model_mode
+from salbench.saliency import minmax_per_image
+from salbench.scoped import model_mode
 
 if TYPE_CHECKING:
     from casme_utils.architecture import Masker
 
-# casme_utils imports salbench.methods.scoped, so importing it here at module level would make
+# casme_utils imports salbench.scoped, so importing it here at module level would make
 # ``import salbench.methods`` and ``import casme_utils`` depend on each other's order: it is imported
 # where it is used.
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 
 from salbench.errors import ConfigError
-from salbench.methods.scoped import minmax_per_image
+from salbench.saliency import minmax_per_image
 
 JACOBGIL_SCALE = 0.1
 JACOBGIL_SHIFT = 0.5

@@ -31,7 +31,7 @@ from torch import nn
 from salbench.errors import ConfigError, DataError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
 from salbench.methods.deprocess import get_deprocessor
-from salbench.methods.scoped import frozen_parameters, model_mode, removable_hooks
+from salbench.scoped import frozen_parameters, model_mode, removable_hooks
 
 RIEMANN_RULES: tuple[str, ...] = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 

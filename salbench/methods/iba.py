@@ -32,7 +32,8 @@ from torch import nn
 
 from salbench.errors import ConfigError, SalbenchError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
-from salbench.methods.scoped import frozen_parameters, minmax_per_image, model_mode, removable_hooks
+from salbench.saliency import minmax_per_image
+from salbench.scoped import frozen_parameters, model_mode, removable_hooks
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,8 @@ from torch import nn
 
 from salbench.errors import ConfigError, DataError, SalbenchError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
-from salbench.methods.scoped import minmax_per_image, model_mode
+from salbench.saliency import minmax_per_image
+from salbench.scoped import model_mode
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from salbench.errors import ConfigError
-from salbench.methods.scoped import model_mode
+from salbench.scoped import model_mode
 
 
 @dataclasses.dataclass

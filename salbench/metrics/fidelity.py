@@ -25,9 +25,9 @@ from torch import nn
 
 from salbench.errors import ConfigError, DataError
 from salbench.methods.base import MethodContext
-from salbench.methods.scoped import model_mode
 from salbench.metrics.base import METRICS, Metric, MetricParams
 from salbench.metrics.engine import chunked_target_probs, target_probs
+from salbench.scoped import model_mode
 
 Correlation = Literal["spearman", "pearson"]
 Grouping = Literal["entries", "pixels"]

@@ -50,7 +50,6 @@ import torch
 from torch import nn
 
 from salbench.errors import ConfigError, DataError
-from salbench.methods.scoped import minmax_per_image
 from salbench.metrics.base import METRICS, Metric, MetricParams
 from salbench.metrics.engine import ForwardCounter, chunked_target_probs
 from salbench.metrics.perturbation import (
@@ -62,6 +61,7 @@ from salbench.metrics.perturbation import (
     pixel_ranks,
     step_counts,
 )
+from salbench.saliency import minmax_per_image
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from salbench.errors import ConfigError, DataError
-from salbench.methods.scoped import frozen_parameters, model_mode
 from salbench.metrics.base import METRICS, Metric, MetricParams
+from salbench.scoped import frozen_parameters, model_mode
 
 Explain = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``explain(images (M,C,H,W), targets (M,)) -> maps (M,H,W)``."""

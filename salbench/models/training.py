@@ -21,8 +21,8 @@ from torch import nn
 
 from salbench.config import Config, TrainConfig, config_to_dict
 from salbench.data.sources import DataSource, load_image, open_data
-from salbench.outputs import atomic_path, write_csv
 from salbench.progress import progress as progress_bar
+from salbench.store.outputs import atomic_path, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +164,8 @@ def train_embedded_model(cfg: Config, device: torch.device, progress: bool = Tru
     Returns:
         The checkpoint metadata (includes the eval-split summary).
     """
-    from salbench.layout import embedded_checkpoint
     from salbench.models.registry import EMBEDDED_MODELS, load_checkpoint
+    from salbench.store.layout import embedded_checkpoint
 
     ckpt = embedded_checkpoint(cfg)
     if ckpt.is_file() and not cfg.run.overwrite:

@@ -3,7 +3,7 @@
 :func:`build_report` is the entry point; the modules are usable on their own:
 :mod:`~salbench.report.tables` (tables), :mod:`~salbench.report.render` (CSV/Markdown/LaTeX),
 :mod:`~salbench.report.figures` (PNG figures), :mod:`~salbench.report.claims` (claims),
-:mod:`~salbench.report.published` (the paper's numbers), :mod:`~salbench.report.inputs` (per-image
+:mod:`~salbench.report.published` (the paper's numbers), :mod:`~salbench.stages.report` (per-image
 files, curves, manifests, Figure 1 inputs).
 """
 

@@ -2,7 +2,7 @@
 
 Every part is built from the rows its stage upserts and is left out when they are absent:
 
-* sanity checks (:mod:`salbench.sanity`, Adebayo et al. 2018): ``sanity_*`` similarities per variant
+* sanity checks (:mod:`salbench.stages.sanity`, Adebayo et al. 2018): ``sanity_*`` similarities per variant
   ``cascading:<block>``, ``independent:<block>``, ``data`` and 0/1 ``sanity_fails`` under the deepest
   cascading variant and ``data``; per label set a table, the verdict on the model-free controls (the
   check is trustworthy only when it flags all of them) and a cascade figure;
@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from salbench.outputs import write_text
 from salbench.report.figures import line_style, save_figure
 from salbench.report.presentation import (
     LABEL_SET_LONG,
@@ -37,6 +36,7 @@ from salbench.report.presentation import (
 )
 from salbench.report.render import to_csv, to_latex, to_markdown
 from salbench.report.tables import Column, Table
+from salbench.store.outputs import write_text
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def label_sets_of(rows: pd.DataFrame) -> list[str]:
 def is_control(method: str) -> bool:
     """A model-free control (Fake-CAM, edge, random): its family from the methods registry."""
     from salbench.methods import METHODS
-    from salbench.sanity import CONTROL_FAMILIES
+    from salbench.stages.sanity import CONTROL_FAMILIES
 
     parts = method.split("_")
     for cut in range(len(parts), 0, -1):  # store ids append the variant (``gradient_smoothgrad``)
@@ -171,8 +171,8 @@ def _architecture_blocks(model: str) -> list[str] | None:
         import torch
         import torchvision
 
+        from salbench.models.randomisation import randomisation_blocks
         from salbench.models.registry import EMBEDDED_MODELS
-        from salbench.sanity import randomisation_blocks
 
         with torch.device("meta"):
             if model in EMBEDDED_MODELS:
@@ -206,8 +206,9 @@ def block_order(rows: pd.DataFrame, model: str) -> tuple[list[str], bool]:
     """The randomised blocks of ``rows``, output layer first; and whether the order is certain.
 
     Certain when ``model``'s architecture (embedded registry or torchvision) yields exactly these block
-    names (:func:`salbench.sanity.randomisation_blocks`). Otherwise: the block whose cascading and
-    independent scores coincide first, the deepest cascading block (its ``sanity_fails`` row) last, the
+    names (:func:`salbench.models.randomisation.randomisation_blocks`). Otherwise: the block whose
+    cascading and independent scores coincide first, the deepest cascading block (its ``sanity_fails``
+    row) last, the
     rest by name, highest first (``layer4`` before ``layer3``).
     """
     kinds = rows["variant"].str.partition(":")

@@ -24,8 +24,8 @@ from matplotlib.figure import Figure
 from scipy.stats import kendalltau
 
 from salbench.errors import DataError
-from salbench.outputs import atomic_path
 from salbench.report.presentation import COLUMNS, method_display, method_order
+from salbench.store.outputs import atomic_path
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")

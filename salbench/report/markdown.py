@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 
-from salbench.outputs import write_csv, write_text
 from salbench.report.claims import DEFAULT_THRESHOLDS, ClaimResult, ClaimThresholds, evaluate_claims
 from salbench.report.extras import extras_section
 from salbench.report.figures import (
@@ -56,6 +55,7 @@ from salbench.report.results import (
     select_run,
 )
 from salbench.report.tables import TITLES, Table, augmented_ids, build_tables
+from salbench.store.outputs import write_csv, write_text
 
 log = logging.getLogger(__name__)
 NOT_COMPUTED = "not computed in this run"

@@ -16,7 +16,7 @@ import pandas as pd
 
 from salbench.errors import DataError
 from salbench.report.presentation import COLUMNS, METRIC_ALIASES, NO_AUGMENTATION
-from salbench.results import KEY_COLUMNS, RESULT_COLUMNS
+from salbench.store.results import KEY_COLUMNS, RESULT_COLUMNS
 
 log = logging.getLogger(__name__)
 

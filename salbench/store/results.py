@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from salbench.outputs import write_csv
+from salbench.store.outputs import write_csv
 
 RESULT_COLUMNS = [
     "model",

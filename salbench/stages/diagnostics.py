@@ -16,10 +16,10 @@ import torch
 
 from salbench.data.images import FileImages
 from salbench.errors import DataError
-from salbench.methods.scoped import model_mode
-from salbench.outputs import write_csv, write_json, write_run_record
 from salbench.progress import progress as progress_bar
-from salbench.workspace import Workspace
+from salbench.scoped import model_mode
+from salbench.stages.workspace import Workspace
+from salbench.store.outputs import write_csv, write_json, write_run_record
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The ROAR stage on a workspace: maps of both splits (cached), resumable scores, results rows, figure.
 
-The metric itself (pixel removal, re-training, :func:`~salbench.retraining.roar_scores`) is in
-:mod:`salbench.retraining`; ``evaluation/retraining.py`` is the command line.
+The metric itself (pixel removal, re-training, :func:`~salbench.metrics.retraining.roar_scores`) is in
+:mod:`salbench.metrics.retraining`; ``evaluation/retraining.py`` is the command line.
 """
 
 from __future__ import annotations
@@ -22,14 +22,9 @@ from matplotlib.figure import Figure
 
 from salbench.config import Config, config_to_dict
 from salbench.data.sources import open_data
-from salbench.distributed import barrier, world_info
 from salbench.errors import ConfigError
 from salbench.methods import METHODS
-from salbench.models.registry import EMBEDDED_MODELS
-from salbench.models.training import load_split, train_embedded_model
-from salbench.outputs import atomic_path, write_csv, write_run_record
-from salbench.results import read_results, upsert_results
-from salbench.retraining import (
+from salbench.metrics.retraining import (
     BASELINE,
     CONTROL,
     MEAN_METRIC,
@@ -38,9 +33,13 @@ from salbench.retraining import (
     retrained_accuracy,
     roar_scores,
 )
-from salbench.runtime import setup_runtime
-from salbench.sanity import MethodExplainer, fresh_model
-from salbench.workspace import Workspace
+from salbench.models.registry import EMBEDDED_MODELS
+from salbench.models.training import load_split, train_embedded_model
+from salbench.runtime import barrier, setup_runtime, world_info
+from salbench.stages.sanity import MethodExplainer, fresh_model
+from salbench.stages.workspace import Workspace
+from salbench.store.outputs import atomic_path, write_csv, write_run_record
+from salbench.store.results import read_results, upsert_results
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from salbench.augment import AUGMENTATIONS
-from salbench.cli import common_parser, config_from_args, configure_logging
-from salbench.workspace import Workspace, open_workspace
+from salbench.data.augmentations import AUGMENTATIONS
+from salbench.stages.cli import common_parser, config_from_args, configure_logging
+from salbench.stages.workspace import Workspace, open_workspace
 
 
 def augmented_parser(description: str) -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def augmented_parser(description: str) -> argparse.ArgumentParser:
 
 def augmented_workspace(args: argparse.Namespace) -> tuple[Workspace, dict]:
     """Workspace of the base images (label sets default to ground truth) and the resolved settings."""
-    from salbench.augmented import settings
+    from salbench.stages.augmented import settings
 
     configure_logging(args.verbose)
     extra = {} if args.label_set else {"run": {"label_sets": ["groundtruth"]}}

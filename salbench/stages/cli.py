@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("out_dir", help="folder to write <image id>.npy files into")
     exp.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    from salbench.store import export_npy
+    from salbench.store.maps import export_npy
 
     n = export_npy(args.store, args.out_dir, overwrite=args.overwrite)
     print(f"wrote {n} maps to {args.out_dir}")

@@ -11,11 +11,11 @@ from salbench.config import Config
 from salbench.data.images import FileImages, ImageSource
 from salbench.data.sources import DataSource, open_data
 from salbench.errors import ConfigError
-from salbench.layout import RunLayout, embedded_checkpoint
 from salbench.methods.base import MethodContext
 from salbench.models.layers import resolve_target_layer
 from salbench.models.registry import EMBEDDED_MODELS, build_model
 from salbench.runtime import Runtime, setup_runtime
+from salbench.store.layout import RunLayout, embedded_checkpoint
 
 
 def with_default_checkpoint(cfg: Config) -> Config:

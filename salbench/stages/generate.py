@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,13 +18,14 @@ import numpy as np
 import torch
 
 from salbench.config import config_to_dict
-from salbench.diagnostics import read_targets
 from salbench.methods import METHODS, SaliencyMethod, build_params
 from salbench.methods.rise import generate_masks, load_masks, save_masks
-from salbench.passes import count_passes
 from salbench.progress import progress as progress_bar
-from salbench.store import MapStore
-from salbench.workspace import Workspace, open_workspace
+from salbench.runtime import keyed_generator
+from salbench.scoped import count_passes
+from salbench.stages.diagnostics import read_targets
+from salbench.stages.workspace import Workspace, open_workspace
+from salbench.store.maps import MapStore
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,9 @@ def methods_of_family(*families: str) -> list[str]:
     return [m for m in METHODS.names() if METHODS.get(m).family in families]
 
 
-def batch_generator(ws: Workspace, store_id: str, batch_index: int) -> torch.Generator:
-    """Generator for one aligned batch: a stable function of (run seed, method, batch index)."""
-    seed = (ws.cfg.run.seed * 1_000_003 + zlib.crc32(store_id.encode()) * 7919 + batch_index) % 2**63
-    g = torch.Generator(device=ws.runtime.device)
-    g.manual_seed(seed)
-    return g
+def batch_generator(ws: Workspace, key: str, batch_index: int) -> torch.Generator:
+    """Generator of one aligned batch of the run: a stable function of (run seed, ``key``, batch index)."""
+    return keyed_generator(ws.cfg.run.seed, key, batch_index, ws.runtime.device)
 
 
 def _prepare(ws: Workspace, method: SaliencyMethod, progress: bool) -> None:
@@ -173,7 +170,7 @@ def generate(
 
 def generation_parser(description: str, method_ids: list[str], deprocess: bool = False):
     """Parser of a generation script: common flags + ``--method`` (+ ``--deprocess`` for gradients)."""
-    from salbench.cli import common_parser
+    from salbench.stages.cli import common_parser
 
     p = common_parser(description)
     p.add_argument(
@@ -192,7 +189,7 @@ def run_generation_script(
     args: Any, method_ids: list[str], overrides: Mapping[str, Any] | None = None
 ) -> int:
     """Body of every generation script: config -> workspace -> :func:`generate` -> printed summary."""
-    from salbench.cli import config_from_args, configure_logging
+    from salbench.stages.cli import config_from_args, configure_logging
 
     configure_logging(args.verbose)
     ws = open_workspace(config_from_args(args))
@@ -214,7 +211,7 @@ def run_generation_script(
 
 def generation_script(doc: str, method_ids: list[str], deprocess: bool = False):
     """``(build_parser, main)`` of a generation script whose methods are ``method_ids``."""
-    from salbench.cli import entry
+    from salbench.stages.cli import entry
 
     def build_parser():
         return generation_parser(doc.splitlines()[0], method_ids, deprocess)

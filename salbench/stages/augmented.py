@@ -19,18 +19,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from salbench.augment import PartnerPool, Variant, apply_variant, content_hash, study_variants
+from salbench.data.augmentations import PartnerPool, Variant, apply_variant, content_hash, study_variants
 from salbench.data.images import ArrayImages, save_array_images
-from salbench.diagnostics import run_diagnostics
 from salbench.errors import ConfigError
-from salbench.evaluation import evaluate
-from salbench.evaluators import RECOGNITION
-from salbench.generation import generate
-from salbench.layout import RunLayout
-from salbench.outputs import write_csv
 from salbench.progress import progress as progress_bar
-from salbench.results import read_results
-from salbench.workspace import Workspace
+from salbench.stages.diagnostics import run_diagnostics
+from salbench.stages.evaluate import evaluate
+from salbench.stages.generate import generate
+from salbench.stages.kinds import RECOGNITION
+from salbench.stages.workspace import Workspace
+from salbench.store.layout import RunLayout
+from salbench.store.outputs import write_csv
+from salbench.store.results import read_results
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ import pandas as pd
 import torch
 
 from salbench.data.sources import load_boxes, load_mask
-from salbench.diagnostics import read_targets
 from salbench.metrics import METRICS
-from salbench.outputs import atomic_path, write_csv, write_run_record
 from salbench.progress import progress as progress_bar
-from salbench.results import upsert_results
-from salbench.store import MapStore
-from salbench.workspace import Workspace
+from salbench.stages.diagnostics import read_targets
+from salbench.stages.workspace import Workspace
+from salbench.store.maps import MapStore
+from salbench.store.outputs import atomic_path, write_csv, write_run_record
+from salbench.store.results import upsert_results
 
 log = logging.getLogger(__name__)
 

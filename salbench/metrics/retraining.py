@@ -25,7 +25,7 @@ Conventions (and deviations from the paper):
   Efficient Evaluation Strategy for Attribution Methods"): on the embedded shapes a CAM's removed region
   can outline the object, so an accuracy that stays high is not by itself proof of a poor map.
 
-Distributed training: inside :func:`salbench.distributed.distributed` (entered by ``torchrun`` launches,
+Distributed training: inside :func:`salbench.runtime.distributed` (entered by ``torchrun`` launches,
 ``WORLD_SIZE > 1``) every re-training is wrapped in ``DistributedDataParallel`` (nccl on CUDA, gloo on
 CPU); each rank trains on its :class:`~torch.utils.data.DistributedSampler` shard of the training set
 (drawn once with ``seed``, reshuffled within the shard every epoch), so the effective batch is
@@ -46,11 +46,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from salbench.config import TrainConfig
-from salbench.distributed import world_info
 from salbench.errors import ConfigError, DataError
 from salbench.metrics.perturbation import black_images, pixel_order, pixel_ranks
 from salbench.models.training import predict, train_classifier
-from salbench.sanity import seeded_global_rng
+from salbench.runtime import world_info
+from salbench.scoped import seeded_global_rng
 
 log = logging.getLogger(__name__)
 

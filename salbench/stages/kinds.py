@@ -16,8 +16,6 @@ import numpy as np
 import torch
 
 from salbench.errors import ConfigError
-from salbench.evaluation import Batch, Kind
-from salbench.generation import batch_generator
 from salbench.methods import METHODS, build_params
 from salbench.metrics import METRICS
 from salbench.metrics.complexity import complexity, effective_complexity, sparseness
@@ -40,8 +38,10 @@ from salbench.metrics.localization import (
 )
 from salbench.metrics.recognition import RecognitionParams, StartCache, recognition_scores
 from salbench.metrics.robustness import nan_reduce, saliency_explainer, sensitivity_ratios
-from salbench.store import MapStore
-from salbench.workspace import Workspace
+from salbench.stages.evaluate import Batch, Kind
+from salbench.stages.generate import batch_generator
+from salbench.stages.workspace import Workspace
+from salbench.store.maps import MapStore
 
 RECOGNITION_COLUMNS = ("average_drop", "average_increase", "average_gain", "insertion", "deletion")
 
@@ -252,7 +252,7 @@ KINDS = {k.name: k for k in (RECOGNITION, COMPLEXITY, LOCALIZATION, GOMEZ)}
 
 def evaluation_parser(description: str):
     """Parser of an evaluation script: common flags + ``--method`` (map store ids)."""
-    from salbench.cli import common_parser
+    from salbench.stages.cli import common_parser
 
     p = common_parser(description)
     p.add_argument("--method", nargs="+", help="map store ids to evaluate (default: every complete store)")
@@ -261,9 +261,9 @@ def evaluation_parser(description: str):
 
 def run_evaluation_script(args: Any, kind_name: str) -> int:
     """Body of every evaluation script: config -> workspace -> evaluate -> printed summary."""
-    from salbench.cli import config_from_args, configure_logging
-    from salbench.evaluation import evaluate
-    from salbench.workspace import open_workspace
+    from salbench.stages.cli import config_from_args, configure_logging
+    from salbench.stages.evaluate import evaluate
+    from salbench.stages.workspace import open_workspace
 
     configure_logging(args.verbose)
     ws = open_workspace(config_from_args(args))
@@ -280,7 +280,7 @@ def run_evaluation_script(args: Any, kind_name: str) -> int:
 
 def evaluation_script(doc: str, kind_name: str):
     """``(build_parser, main)`` of an evaluation script for ``kind_name``."""
-    from salbench.cli import entry
+    from salbench.stages.cli import entry
 
     def build_parser():
         return evaluation_parser(doc.splitlines()[0])

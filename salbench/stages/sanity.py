@@ -24,11 +24,8 @@ generator) are identical under randomisation, score exactly 1 and must be flagge
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 import logging
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -37,45 +34,34 @@ import pandas as pd
 import torch
 import torchvision
 from matplotlib.figure import Figure
-from scipy.stats import pearsonr, spearmanr
-from skimage.feature import hog
-from skimage.metrics import structural_similarity
 from torch import nn
 
 from salbench.config import Config, TrainConfig
 from salbench.data.sources import open_data
-from salbench.diagnostics import read_targets
 from salbench.errors import ConfigError
-from salbench.generation import batch_generator
 from salbench.methods import METHODS, SaliencyMethod, build_params
 from salbench.methods.deprocess import get_deprocessor
 from salbench.methods.gradients import GradientFamilyMethod
 from salbench.methods.rise import generate_masks
+from salbench.metrics.similarity import HOG_PARAMS, METRIC_IDS, similarity_scores
 from salbench.models.layers import get_submodule
+from salbench.models.randomisation import LayerBlock, randomisation_blocks, randomised_copy
 from salbench.models.registry import EMBEDDED_MODELS, load_checkpoint
 from salbench.models.training import load_split, train_classifier
-from salbench.outputs import atomic_path, write_csv, write_run_record
-from salbench.results import upsert_results
-from salbench.workspace import Workspace
+from salbench.scoped import seeded_global_rng
+from salbench.stages.diagnostics import read_targets
+from salbench.stages.generate import batch_generator
+from salbench.stages.workspace import Workspace
+from salbench.store.outputs import atomic_path, write_csv, write_run_record
+from salbench.store.results import upsert_results
 
 log = logging.getLogger(__name__)
 
-METRIC_IDS = ("sanity_spearman_abs", "sanity_spearman", "sanity_ssim", "sanity_hog")
 VARIANTS = ("cascading", "independent", "data")
 DEFAULT_METHODS = ("fakecam", "edge", "random", "gradient", "gradcam", "integrated_gradients", "rise")
 CONTROL_FAMILIES = ("Uninformed", "Control")
 DEFAULT_LIMIT = 16
 QUICK_EPOCHS = 2
-HOG_PARAMS = {"orientations": 9, "pixels_per_cell": (8, 8), "cells_per_block": (3, 3), "block_norm": "L2-Hys"}
-_WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerBlock:
-    """One randomisation level: ``name`` (``fc``, ``layer4``, ``conv1+bn1``) and its module paths."""
-
-    name: str
-    modules: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,129 +81,6 @@ class SanitySettings:
     threshold: float = 0.5
     flag_metric: str = "sanity_spearman_abs"
     train: TrainConfig | None = None
-
-
-def _has_params(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters())
-
-
-def _is_leaf(module: nn.Module) -> bool:
-    return not any(True for _ in module.children())
-
-
-def randomisation_blocks(model: nn.Module) -> list[LayerBlock]:
-    """The model's parameterised top-level blocks, output layer first (the cascading order).
-
-    A top-level container whose children are all leaves (a VGG's ``features``/``classifier``) is split
-    into its children; a parameterised leaf that is not a convolution or linear layer (a norm layer)
-    joins the block before it. torchvision ResNets: ``fc, layer4, layer3, layer2, layer1, conv1+bn1``;
-    VGGs: the classifier's linear layers, then the ``features`` conv(+bn) blocks, top down.
-    """
-    atoms: list[tuple[str, nn.Module]] = []
-    for name, child in model.named_children():
-        kids = list(child.named_children())
-        if kids and all(_is_leaf(k) for _, k in kids):
-            atoms += [(f"{name}.{k}", m) for k, m in kids]
-        else:
-            atoms.append((name, child))
-    groups: list[list[str]] = []
-    for name, module in atoms:
-        if not _has_params(module):
-            continue
-        if groups and _is_leaf(module) and not isinstance(module, _WEIGHT_LAYERS):
-            groups[-1].append(name)
-        else:
-            groups.append([name])
-    if not groups:
-        raise ConfigError(f"model {type(model).__name__} has no parameterised blocks to randomise")
-    return [LayerBlock("+".join(g), tuple(g)) for g in reversed(groups)]
-
-
-@contextlib.contextmanager
-def seeded_global_rng(device: torch.device, seed: int) -> Iterator[None]:
-    """Seed the global CPU RNG (and ``device``'s, if CUDA) with ``seed``; restore their states on exit."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.default_generator.manual_seed(seed)
-        if devices:
-            with torch.cuda.device(device):
-                torch.cuda.manual_seed(seed)
-        yield
-
-
-def _reinitialise(module: nn.Module, generator: torch.Generator) -> None:
-    """Re-draw every parameter of ``module`` in place from ``generator`` (see :func:`randomised_copy`)."""
-    params = list(module.named_parameters())
-    covered = {id(p) for m in module.modules() if hasattr(m, "reset_parameters") for p in m.parameters()}
-    device = params[0][1].device if params else torch.device("cpu")
-    with seeded_global_rng(device, int(torch.randint(2**62, (1,), generator=generator))), torch.no_grad():
-        for m in module.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-    with torch.no_grad():
-        for _, p in params:
-            if id(p) not in covered:
-                noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
-                p.copy_((noise * p.double().std().nan_to_num(0.0) + p.double().mean()).to(p))
-
-
-def randomised_copy(model: nn.Module, blocks: Sequence[LayerBlock], generator: torch.Generator) -> nn.Module:
-    """A deep copy of ``model`` with the parameters of ``blocks`` re-initialised; ``model`` is untouched.
-
-    Each module's own ``reset_parameters`` (PyTorch's default initialisation: U(+-1/sqrt(fan_in)) for
-    conv/linear weights and biases; weight 1, bias 0, running statistics reset for norm layers) runs under
-    the global RNG seeded from one draw of a per-block generator and restored afterwards. Parameters no
-    ``reset_parameters`` covers are drawn normal with the original tensor's mean and std. The per-block
-    generator is seeded from one draw of ``generator`` and the block's name, so for generators in the
-    same state a block gets the same weights whichever other blocks are randomised with it.
-    """
-    base = int(torch.randint(2**62, (1,), generator=generator))
-    out = copy.deepcopy(model)
-    for block in blocks:
-        g = torch.Generator().manual_seed((base + zlib.crc32(block.name.encode()) * 7919) % 2**63)
-        for path in block.modules:
-            _reinitialise(get_submodule(out, path), g)
-    return out
-
-
-def _correlation(x: np.ndarray, y: np.ndarray, fn: Callable) -> float:
-    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
-    if np.array_equal(x, y):  # exactly 1 by definition, free of rounding (controls must score 1)
-        return 1.0
-    if x.min() == x.max() or y.min() == y.max():
-        return 0.0
-    return float(np.clip(fn(x, y).statistic, -1.0, 1.0))
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two maps (any shape, flattened; ties get average ranks)."""
-    return _correlation(a, b, spearmanr)
-
-
-def ssim_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM (Wang et al. 2004) of two (H,W) maps clipped to [0, 1]; ``data_range=1``, defaults."""
-    a, b = (np.clip(np.asarray(m, np.float64), 0.0, 1.0) for m in (a, b))
-    return float(structural_similarity(a, b, data_range=1.0))
-
-
-def hog_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of the HOG vectors (Dalal & Triggs 2005; :data:`HOG_PARAMS`) of two (H,W) maps."""
-    ha, hb = (hog(np.clip(np.asarray(m, np.float64), 0.0, 1.0), **HOG_PARAMS) for m in (a, b))
-    return _correlation(ha, hb, pearsonr)
-
-
-def similarity_scores(
-    reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Per-image :data:`METRIC_IDS` between ``(maps (N,H,W), signed maps (N,H,W))`` pairs -> (N,) each."""
-    (maps0, signed0), (maps1, signed1) = reference, other
-    fns = (
-        lambda i: rank_correlation(maps0[i], maps1[i]),
-        lambda i: rank_correlation(signed0[i], signed1[i]),
-        lambda i: ssim_similarity(maps0[i], maps1[i]),
-        lambda i: hog_similarity(maps0[i], maps1[i]),
-    )
-    return {k: np.array([fn(i) for i in range(len(maps0))]) for k, fn in zip(METRIC_IDS, fns)}
 
 
 class MethodExplainer:

@@ -4,7 +4,7 @@ Each step calls a stage script's ``main(argv)`` exactly as the command line woul
 the single definition of each stage; running them in one process pays the library imports once.
 Completed work is skipped by every stage, so a rerun is a quick no-op.
 
-Usage: ``python -m salbench.pipeline [--config FILE] [common flags...]``
+Usage: ``python -m salbench.stages.pipeline [--config FILE] [common flags...]``
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from salbench.cli import common_parser, config_from_args, entry
 from salbench.config import REPO_ROOT
+from salbench.stages.cli import common_parser, config_from_args, entry
 
 log = logging.getLogger("pipeline")
 GT = ["--label-set", "groundtruth"]

@@ -141,7 +141,7 @@ def _pixels(source: Any, record: Any) -> np.ndarray:
 
 
 def _read_maps(path: Path, wanted: Sequence[str]) -> dict[str, np.ndarray]:
-    from salbench.store import MapStore
+    from salbench.store.maps import MapStore
 
     try:
         store = MapStore.read_only(path)
@@ -163,7 +163,7 @@ def load_figure1_inputs(
     image list after resize and crop, before normalisation.
     """
     from salbench.data.sources import open_data
-    from salbench.layout import RunLayout
+    from salbench.store.layout import RunLayout
 
     stores = sorted((RunLayout.from_config(cfg).model_dir / "maps" / label_set).glob("*.zarr"))
     if per_image is None or not stores:

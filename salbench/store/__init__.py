@@ -1,0 +1,1 @@
+"""Persistent outputs: the map store, the results table, the output layout, atomic writes and manifests."""
