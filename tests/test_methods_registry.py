@@ -7,6 +7,7 @@ import torch
 
 from salbench.errors import SalbenchError
 from salbench.methods import METHODS, MethodContext, build_params
+from salbench.methods.base import Preparation
 from salbench.models import EmbeddedResNet, EmbeddedVGG, resolve_target_layer
 
 # Cheaper settings so the whole registry runs in seconds; the defaults are tested per family.
@@ -48,7 +49,7 @@ def test_every_method_on_embedded_models(model, method_id):
     before = images.clone()
     hooks = _hook_count(model)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    method.fit([images])
+    method.prepare(Preparation(lambda: [images], (112, 112)))
 
     maps = method(images, targets, torch.Generator().manual_seed(5))
     again = method(images, targets, torch.Generator().manual_seed(5))
@@ -76,8 +77,8 @@ def test_mode_and_hooks_restored_after_error(model, method_id):
     )
     model.train()
     hooks = _hook_count(model)
-    with pytest.raises((IndexError, RuntimeError, ValueError, SalbenchError)):
-        method(torch.randn(1, 3, 112, 112), torch.tensor([99]), torch.Generator().manual_seed(0))
+    with pytest.raises((IndexError, RuntimeError, ValueError, SalbenchError)):  # 4 channels: the model fails
+        method(torch.randn(1, 4, 112, 112), torch.tensor([1]), torch.Generator().manual_seed(0))
     assert model.training and _hook_count(model) == hooks
     model.eval()
 

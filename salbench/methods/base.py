@@ -1,8 +1,12 @@
 """The one saliency-method protocol every method implements.
 
-A method is built once per (model, configuration) and then called on batches:
+A method is built once per (model, configuration), prepared once per run (:meth:`SaliencyMethod.prepare`
+with a :class:`Preparation`: RISE draws or reloads its masks, IBA estimates its feature statistics) and
+then called on batches:
 ``method(images (N,C,H,W) normalised, targets (N,) long, generator) -> maps (N,H,W) float32``
-at input resolution, finite, with the normalisation stated in :attr:`SaliencyMethod.normalisation`.
+at input resolution, finite, in [0, 1], with the normalisation stated in
+:attr:`SaliencyMethod.normalisation`. :meth:`SaliencyMethod.__call__` checks the inputs and the maps of
+every method in one place.
 
 Modelled on captum's single ``attribute`` verb and torchcam's typed base class.
 """
@@ -11,13 +15,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from salbench.errors import ConfigError
+from salbench.errors import ConfigError, SalbenchError
 from salbench.registry import Registry
 
 
@@ -52,6 +57,33 @@ class MethodContext:
 
 
 @dataclasses.dataclass(frozen=True)
+class Preparation:
+    """What a method may use once per run, before it explains any image (:meth:`SaliencyMethod.prepare`).
+
+    Attributes:
+        images: returns a fresh iterable over every evaluated image, as normalised batches (N,C,H,W) on
+            the run device (IBA's feature statistics are estimated over them).
+        size: image size ``(H, W)``.
+        seed: the run seed; run-level draws (RISE masks) use :meth:`generator`.
+        device: where run-level tensors are drawn.
+        state_dir: folder where run-level state is saved and reloaded (None: nothing saved).
+        shared: run-level tensors already drawn, by file name, so that methods built for several
+            models (sanity checks) share them without a state folder.
+    """
+
+    images: Callable[[], Iterable[torch.Tensor]]
+    size: tuple[int, int]
+    seed: int = 0
+    device: str = "cpu"
+    state_dir: Path | None = None
+    shared: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+    def generator(self) -> torch.Generator:
+        """A generator on :attr:`device` seeded with :attr:`seed` (the same draws on every call)."""
+        return torch.Generator(device=self.device).manual_seed(self.seed)
+
+
+@dataclasses.dataclass(frozen=True)
 class MethodParams:
     """Base of every method's frozen parameter dataclass (empty for parameter-free methods)."""
 
@@ -79,11 +111,12 @@ class SaliencyMethod(abc.ABC):
         self.context = context
         self.params = params if params is not None else self.params_cls()
 
-    def fit(self, batches: Iterable[torch.Tensor]) -> None:
-        """Estimate whatever the method needs from the evaluated images before explaining them.
+    def prepare(self, preparation: Preparation) -> None:
+        """Compute what the method needs once per run, before explaining any image (default: nothing).
 
-        Called once per run with an iterable of normalised image batches (N,C,H,W). Default: nothing.
-        IBA overrides it to estimate the feature mean/std at its layer.
+        RISE draws its masks (or reloads them from ``preparation.state_dir``); IBA estimates the feature
+        mean/std at its layer over ``preparation.images()``. Every caller (generation, the sensitivity
+        re-explanation, sanity checks, ROAR) prepares a method through this one call.
         """
         return None
 
@@ -105,7 +138,15 @@ class SaliencyMethod(abc.ABC):
     def __call__(
         self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        return self.explain(images, targets, generator)
+        """:meth:`explain` with its inputs and outputs checked (shapes, target range, finite maps in [0, 1]).
+
+        Raises:
+            SalbenchError: bad images or targets (named), or maps that break the protocol.
+        """
+        check_inputs(images, targets, self.context.num_classes, self.store_id)
+        maps = self.explain(images, targets, generator)
+        check_maps(maps, images, self.store_id)
+        return maps
 
     def describe(self) -> dict[str, Any]:
         """Metadata recorded in manifests."""
@@ -132,6 +173,36 @@ def build_params(cls: type[MethodParams], values: Mapping[str, Any], method: str
             v = values[f.name]
             out[f.name] = tuple(v) if isinstance(v, list) else v
     return cls(**out)
+
+
+def check_inputs(images: torch.Tensor, targets: torch.Tensor, num_classes: int, method: str) -> None:
+    """Raise a one-line :class:`SalbenchError` unless ``images`` (N,C,H,W) float and ``targets`` (N,)
+    integer class indices in ``[0, num_classes)`` fit together."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise SalbenchError(f"{method}: images must be a float tensor (N,C,H,W), got {got}")
+    if not isinstance(targets, torch.Tensor) or targets.ndim != 1 or targets.is_floating_point():
+        got = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+        raise SalbenchError(f"{method}: targets must be an integer tensor (N,), got {got}")
+    if targets.shape[0] != images.shape[0]:
+        raise SalbenchError(f"{method}: {images.shape[0]} images but {targets.shape[0]} targets")
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
+        bad = int(targets.max()) if int(targets.max()) >= num_classes else int(targets.min())
+        raise SalbenchError(f"{method}: target class {bad} is outside [0, {num_classes})")
+
+
+def check_maps(maps: torch.Tensor, images: torch.Tensor, method: str) -> None:
+    """Raise :class:`SalbenchError` unless ``maps`` are (N,H,W) float32, finite and in [0, 1]."""
+    n, _, h, w = images.shape
+    if not isinstance(maps, torch.Tensor) or tuple(maps.shape) != (n, h, w) or maps.dtype != torch.float32:
+        got = (tuple(maps.shape), maps.dtype) if isinstance(maps, torch.Tensor) else type(maps).__name__
+        raise SalbenchError(f"{method}: maps must be float32 of shape {(n, h, w)}, got {got}")
+    if maps.numel() and not bool(torch.isfinite(maps).all()):
+        raise SalbenchError(f"{method}: {int((~torch.isfinite(maps)).sum())} map values are NaN or inf")
+    if maps.numel() and (float(maps.min()) < 0.0 or float(maps.max()) > 1.0):
+        raise SalbenchError(
+            f"{method}: maps must lie in [0, 1], got values in [{float(maps.min())}, {float(maps.max())}]"
+        )
 
 
 METHODS: Registry[type[SaliencyMethod]] = Registry("method")

@@ -31,7 +31,7 @@ from torch import nn
 from salbench.errors import ConfigError, DataError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
 from salbench.methods.deprocess import get_deprocessor
-from salbench.scoped import frozen_parameters, model_mode, removable_hooks
+from salbench.scoped import frozen_parameters, model_mode, removable_hooks, seeded_global_rng
 
 RIEMANN_RULES: tuple[str, ...] = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
@@ -124,24 +124,11 @@ def _restored_buffers(model: nn.Module) -> Iterator[None]:
                 b.copy_(value)
 
 
-@contextlib.contextmanager
-def _seeded_global_rng(device: torch.device, generator: torch.Generator | None) -> Iterator[None]:
-    """Seed the global RNGs that dropout draws from (CPU and ``device``), restoring their states on exit.
-
-    Used in training mode only, so that active dropout is reproducible under the call's generator.
-    """
+def _dropout_rng(device: torch.device, generator: torch.Generator | None):
+    """The global RNGs that dropout draws from (CPU and ``device``), seeded from one draw of ``generator``
+    and restored on exit: active dropout in training mode is reproducible under the call's generator."""
     seed = 0 if generator is None else int(torch.randint(2**62, (1,), generator=generator))
-    gens = [torch.default_generator]
-    if device.type == "cuda":
-        gens.append(torch.cuda.default_generators[device.index if device.index is not None else 0])
-    states = [g.get_state() for g in gens]
-    for g in gens:
-        g.manual_seed(seed)
-    try:
-        yield
-    finally:
-        for g, state in zip(gens, states):
-            g.set_state(state)
+    return seeded_global_rng(device, seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +210,7 @@ class GradientFamilyMethod(SaliencyMethod):
         x = images.detach()
         t = targets.to(device=images.device, dtype=torch.long)
         train = bool(self.params.train_mode)
-        rng = _seeded_global_rng(x.device, generator) if train else contextlib.nullcontext()
+        rng = _dropout_rng(x.device, generator) if train else contextlib.nullcontext()
         with (
             model_mode(self.model, train),
             frozen_parameters(self.model),

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from salbench.errors import ConfigError, SalbenchError
-from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
+from salbench.methods.base import METHODS, MethodContext, MethodParams, Preparation, SaliencyMethod
 from salbench.saliency import minmax_per_image
 from salbench.scoped import frozen_parameters, model_mode, removable_hooks
 
@@ -134,6 +134,10 @@ class Iba(SaliencyMethod):
         self.feature_std: torch.Tensor | None = None
         self.active: torch.Tensor | None = None
         self.n_fitted = 0
+
+    def prepare(self, preparation: Preparation) -> None:
+        """Estimate the feature statistics over every evaluated image (:meth:`fit`)."""
+        self.fit(preparation.images())
 
     @torch.no_grad()
     def fit(self, batches: Iterable[torch.Tensor]) -> None:

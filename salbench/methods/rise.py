@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from salbench.errors import ConfigError, DataError, SalbenchError
-from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
+from salbench.methods.base import METHODS, MethodContext, MethodParams, Preparation, SaliencyMethod
 from salbench.saliency import minmax_per_image
 from salbench.scoped import model_mode
 
@@ -195,6 +195,34 @@ class Rise(SaliencyMethod):
         self.masks: torch.Tensor | None = None
         if masks is not None:
             self.set_masks(masks)
+
+    def masks_file(self, seed: int) -> str:
+        """File name of this run's masks: a function of the mask parameters and the run seed."""
+        p: RiseParams = self.params  # type: ignore[assignment]
+        return f"rise_masks_n{p.n_masks}_s{p.grid_size}_p{p.p1}_seed{seed}.npy"
+
+    def prepare(self, preparation: Preparation) -> None:
+        """Draw the run's masks once from ``preparation.generator()``, or reload them from its state folder.
+
+        Every user of the run (generation, the sensitivity re-explanation, sanity checks, ROAR) thus
+        explains with the same masks; masks already given are kept.
+        """
+        if self.masks is not None:
+            return
+        p: RiseParams = self.params  # type: ignore[assignment]
+        name = self.masks_file(preparation.seed)
+        path = None if preparation.state_dir is None else preparation.state_dir / name
+        if name in preparation.shared:
+            masks = preparation.shared[name]
+        elif path is not None and path.is_file():
+            masks = load_masks(path)
+        else:
+            masks = generate_masks(p.n_masks, p.grid_size, p.p1, preparation.size, preparation.generator())
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_masks(masks, path)
+        preparation.shared[name] = masks
+        self.set_masks(masks.to(preparation.device))
 
     def set_masks(self, masks: torch.Tensor) -> None:
         """Use precomputed masks (N,H,W) in [0, 1] (e.g. loaded with :func:`load_masks`)."""

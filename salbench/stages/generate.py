@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from salbench.config import config_to_dict
-from salbench.methods import METHODS, SaliencyMethod, build_params
-from salbench.methods.rise import generate_masks, load_masks, save_masks
+from salbench.methods import METHODS, SaliencyMethod
 from salbench.progress import progress as progress_bar
 from salbench.runtime import keyed_generator
 from salbench.scoped import count_passes
@@ -32,9 +31,7 @@ log = logging.getLogger(__name__)
 
 def build_method(ws: Workspace, method_id: str, overrides: Mapping[str, Any] | None = None) -> SaliencyMethod:
     """Instantiate ``method_id`` with its resolved params (protocol preset < config < ``overrides``)."""
-    cls = METHODS.get(method_id)
-    values = {**ws.cfg.method_params(method_id), **(overrides or {})}
-    return cls(ws.model, ws.context, build_params(cls.params_cls, values, method_id))
+    return ws.method(method_id, overrides)
 
 
 def methods_of_family(*families: str) -> list[str]:
@@ -45,33 +42,6 @@ def methods_of_family(*families: str) -> list[str]:
 def batch_generator(ws: Workspace, key: str, batch_index: int) -> torch.Generator:
     """Generator of one aligned batch of the run: a stable function of (run seed, ``key``, batch index)."""
     return keyed_generator(ws.cfg.run.seed, key, batch_index, ws.runtime.device)
-
-
-def _prepare(ws: Workspace, method: SaliencyMethod, progress: bool) -> None:
-    """Run-level state: RISE masks (drawn once per run and saved), IBA statistics over all images."""
-    if hasattr(method, "set_masks"):
-        p = method.params
-        path = (
-            ws.layout.model_dir
-            / "maps"
-            / f"rise_masks_n{p.n_masks}_s{p.grid_size}_p{p.p1}_seed{ws.cfg.run.seed}.npy"
-        )
-        if path.is_file():
-            masks = load_masks(path)
-        else:
-            h, w = ws.images.size
-            g = torch.Generator(device=ws.runtime.device).manual_seed(ws.cfg.run.seed)
-            masks = generate_masks(p.n_masks, p.grid_size, p.p1, (h, w), g)
-            save_masks(masks, path)
-        method.set_masks(masks.to(ws.runtime.device))
-    if type(method).fit is not SaliencyMethod.fit:
-        batches = (
-            images.to(ws.runtime.device)
-            for _, images, _ in progress_bar(
-                ws.images.batches(ws.cfg.run.batch_size), f"{method.store_id}: fit", enabled=progress
-            )
-        )
-        method.fit(batches)
 
 
 def _open_store(ws: Workspace, label_set: str, method: SaliencyMethod) -> MapStore:
@@ -144,7 +114,7 @@ def generate(
                 log.info("%s/%s: complete (%d maps), skipped", label_set, method.store_id, n)
                 records.append(GenerationRecord(label_set, method.store_id, n, 0, 0.0, 0, 0))
                 continue
-            _prepare(ws, method, progress)
+            method.prepare(ws.preparation(desc=f"{method.store_id}: prepare", progress=progress))
             batches = sorted({int(r) // bs for r in pending})
             t0 = time.perf_counter()
             with count_passes(ws.model) as passes:

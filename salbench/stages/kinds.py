@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from salbench.errors import ConfigError
-from salbench.methods import METHODS, build_params
+from salbench.methods import SaliencyMethod
 from salbench.metrics import METRICS
 from salbench.metrics.complexity import complexity, effective_complexity, sparseness
 from salbench.metrics.fidelity import black_baseline, completeness, monotonicity
@@ -78,17 +78,20 @@ def _recognition(ws: Workspace, batch: Batch, method: str, maps: torch.Tensor, s
 RECOGNITION = Kind("recognition", _recognition, RECOGNITION_COLUMNS, _recognition_state)
 
 
-def method_from_store(ws: Workspace, store_path: Any):
-    """Rebuild the saliency method that produced a store (name and params are in its attributes)."""
+def method_from_store(ws: Workspace, store_path: Any, progress: bool = False) -> SaliencyMethod:
+    """The saliency method that produced a store (name and params from its attributes), prepared for the
+    run exactly as generation prepared it (the same RISE masks, IBA statistics over the same images)."""
     desc = MapStore.read_only(store_path).attrs["method"]
-    cls = METHODS.get(desc["name"])
-    return cls(ws.model, ws.context, build_params(cls.params_cls, desc["params"], desc["name"]))
+    method = ws.method(desc["name"], desc["params"])
+    method.prepare(ws.preparation(desc=f"{method.store_id}: prepare", progress=progress))
+    return method
 
 
 def _complexity_state(ws: Workspace, label_set: str) -> dict:
     sens = ws.cfg.metric_params("sensitivity")
     return {
         "label_set": label_set,
+        "methods": {},
         "monotonicity": ws.cfg.metric_params("monotonicity"),
         "explainer": sens.pop("explainer", "gradient"),
         "sensitivity": sens,
@@ -109,7 +112,9 @@ def _complexity(ws: Workspace, batch: Batch, method: str, maps: torch.Tensor, st
         **state["monotonicity"],
     )
     if state["explainer"] == "method":
-        explainer = method_from_store(ws, ws.layout.maps(state["label_set"], method))
+        if method not in state["methods"]:  # prepared once per method, reused by every batch
+            state["methods"][method] = method_from_store(ws, ws.layout.maps(state["label_set"], method))
+        explainer = state["methods"][method]
         g = batch_generator(ws, f"reexplain:{method}", batch.index)
         explain = lambda x, t: explainer(x, t, g)  # noqa: E731
     else:

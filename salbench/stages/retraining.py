@@ -150,7 +150,7 @@ def method_maps(
     paths = [stem.with_name(f"{stem.name}.{split}.npy") for split in ("train", "test")]
     if world_info()[0] == 0 and (ws.cfg.run.overwrite or not all(p.is_file() for p in paths)):
         log.info("roar: maps of %s for %d + %d images", stem.name, len(train[1]), len(test[1]))
-        maps, _ = MethodExplainer(ws, method_id, _batches(ws, train, test))(ws.model)
+        maps, _ = MethodExplainer(ws, method_id, _batches(ws, train, test), ws.state_dir)(ws.model)
         _save_npy(paths[0], maps[: len(train[1])])
         _save_npy(paths[1], maps[len(train[1]) :])
     barrier()

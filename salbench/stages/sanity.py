@@ -39,12 +39,11 @@ from torch import nn
 from salbench.config import Config, TrainConfig
 from salbench.data.sources import open_data
 from salbench.errors import ConfigError
-from salbench.methods import METHODS, SaliencyMethod, build_params
+from salbench.methods import METHODS, SaliencyMethod
+from salbench.methods.base import Preparation
 from salbench.methods.deprocess import get_deprocessor
 from salbench.methods.gradients import GradientFamilyMethod
-from salbench.methods.rise import generate_masks
 from salbench.metrics.similarity import HOG_PARAMS, METRIC_IDS, similarity_scores
-from salbench.models.layers import get_submodule
 from salbench.models.randomisation import LayerBlock, randomisation_blocks, randomised_copy
 from salbench.models.registry import EMBEDDED_MODELS, load_checkpoint
 from salbench.models.training import load_split, train_classifier
@@ -84,25 +83,37 @@ class SanitySettings:
 
 
 class MethodExplainer:
-    """Builds ``method_id`` on any model with the run's parameters, shared RISE masks and per-batch seeds."""
+    """Builds ``method_id`` on any model with the run's parameters, prepared once per model, per-batch seeds.
 
-    def __init__(self, ws: Workspace, method_id: str, batches: list[tuple[torch.Tensor, torch.Tensor]]):
-        self.ws, self.batches, self.cls = ws, batches, METHODS.get(method_id)
-        self.params = build_params(self.cls.params_cls, ws.cfg.method_params(method_id), method_id)
-        self.masks = None
-        if hasattr(self.cls, "set_masks"):  # RISE: one mask set per run, as stage 2 draws it
-            p, size = self.params, tuple(batches[0][0].shape[-2:])
-            g = torch.Generator(device=ws.runtime.device).manual_seed(ws.cfg.run.seed)
-            self.masks = generate_masks(p.n_masks, p.grid_size, p.p1, size, g)
-        self.store_id = self._build(ws.model, fit=False).store_id
+    Args:
+        ws: the run (parameters, seed, device).
+        method_id: registry id.
+        batches: ``(images, targets)`` batches on the run device, explained in this order.
+        state_dir: where RISE masks are saved/reloaded (None: drawn once and shared between models).
+    """
 
-    def _build(self, model: nn.Module, fit: bool = True) -> SaliencyMethod:
-        layer = get_submodule(model, self.ws.target_layer) if self.ws.target_layer else None
-        method = self.cls(model, dataclasses.replace(self.ws.context, target_layer=layer), self.params)
-        if self.masks is not None:
-            method.set_masks(self.masks)
-        if fit and type(method).fit is not SaliencyMethod.fit:  # IBA: statistics of this model
-            method.fit(images for images, _ in self.batches)
+    def __init__(
+        self,
+        ws: Workspace,
+        method_id: str,
+        batches: list[tuple[torch.Tensor, torch.Tensor]],
+        state_dir: Path | None = None,
+    ):
+        self.ws, self.batches, self.method_id = ws, batches, method_id
+        self.cls = METHODS.get(method_id)
+        first = ws.method(method_id)
+        self.params, self.store_id = first.params, first.store_id
+        self.preparation = Preparation(
+            lambda: (images for images, _ in batches),
+            tuple(batches[0][0].shape[-2:]),
+            ws.cfg.run.seed,
+            ws.runtime.device,
+            state_dir,
+        )
+
+    def _build(self, model: nn.Module) -> SaliencyMethod:
+        method = self.ws.method(self.method_id, model=model)
+        method.prepare(self.preparation)  # IBA: statistics of this model; RISE: the run's masks
         return method
 
     def __call__(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
@@ -335,7 +346,8 @@ def _check_label_set(
     """One label set: compute the pending per-method CSVs, then ``(summaries, flags, results rows)``."""
     ids = ws.images.ids
     explainers = {
-        e.store_id: e for e in (MethodExplainer(ws, m, batches) for m in dict.fromkeys(settings.methods))
+        e.store_id: e
+        for e in (MethodExplainer(ws, m, batches, ws.state_dir) for m in dict.fromkeys(settings.methods))
     }
     todo = [
         e

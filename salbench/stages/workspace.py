@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from salbench.config import Config
 from salbench.data.images import FileImages, ImageSource
 from salbench.data.sources import DataSource, open_data
 from salbench.errors import ConfigError
-from salbench.methods.base import MethodContext
-from salbench.models.layers import resolve_target_layer
+from salbench.methods.base import METHODS, MethodContext, Preparation, SaliencyMethod, build_params
+from salbench.models.layers import get_submodule, resolve_target_layer
 from salbench.models.registry import EMBEDDED_MODELS, build_model
+from salbench.progress import progress as progress_bar
 from salbench.runtime import Runtime, setup_runtime
 from salbench.store.layout import RunLayout, embedded_checkpoint
 
@@ -45,6 +48,52 @@ class Workspace:
     def describe(self) -> dict[str, Any]:
         """Provenance recorded in manifests."""
         return {"data": self.data.describe(), "model": self.model_info, "target_layer": self.target_layer}
+
+    @property
+    def state_dir(self):
+        """Where run-level method state (RISE masks) is saved: beside the map stores."""
+        return self.layout.model_dir / "maps"
+
+    def method(
+        self, method_id: str, overrides: Mapping[str, Any] | None = None, model: nn.Module | None = None
+    ) -> SaliencyMethod:
+        """``method_id`` with the run's parameters (protocol preset < config < ``overrides``), not prepared.
+
+        Args:
+            method_id: registry id.
+            overrides: parameter values replacing the configured ones (e.g. ``deprocess``).
+            model: explain this model instead of the run's (a randomised copy); its target layer is
+                found at the run's target-layer path.
+        """
+        cls = METHODS.get(method_id)
+        values = {**self.cfg.method_params(method_id), **(overrides or {})}
+        context = self.context
+        if model is not None:
+            layer = get_submodule(model, self.target_layer) if self.target_layer else None
+            context = dataclasses.replace(context, target_layer=layer)
+        return cls(
+            self.model if model is None else model, context, build_params(cls.params_cls, values, method_id)
+        )
+
+    def preparation(
+        self,
+        images: Callable[[], Iterable[torch.Tensor]] | None = None,
+        desc: str | None = None,
+        progress: bool = True,
+    ) -> Preparation:
+        """The :class:`Preparation` of this run: its evaluated images (or ``images``), seed, device and
+        state folder. ``desc`` labels a progress bar over the images when a method reads them."""
+        dev, bs = self.runtime.torch_device, self.cfg.run.batch_size
+
+        def run_images() -> Iterable[torch.Tensor]:
+            batches = self.images.batches(bs)
+            if desc:
+                batches = progress_bar(batches, desc, enabled=progress)
+            return (x.to(dev) for _, x, _ in batches)
+
+        return Preparation(
+            images or run_images, self.images.size, self.cfg.run.seed, self.runtime.device, self.state_dir
+        )
 
 
 def open_workspace(cfg: Config, split: str | None = None) -> Workspace:
