@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from salbench.stages.kinds import evaluation_script
+from salbench.stages.evaluate import evaluation_script
 
 build_parser, main = evaluation_script(__doc__, "gomez")
 

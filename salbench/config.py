@@ -187,6 +187,38 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, source: str) -> Any:
     return cls(**kwargs)
 
 
+def build_dataclass(cls: type, values: Mapping[str, Any], what: str) -> Any:
+    """Build the frozen parameter dataclass ``cls`` from ``values``, rejecting unknown keys and bad choices.
+
+    Lists become tuples; a :data:`typing.Literal` field must hold one of its choices. Used for the
+    parameters of every method and metric group, from config sections and library calls alike.
+
+    Args:
+        cls: a frozen parameter dataclass.
+        values: field name -> value.
+        what: how errors name the owner, e.g. ``"metric 'insertion'"``.
+
+    Raises:
+        ConfigError: naming the key, the owner and what is allowed.
+    """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"parameters of {what}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        allowed = ", ".join(sorted(fields)) or "none"
+        raise ConfigError(f"unknown parameter {unknown[0]!r} for {what}; allowed: {allowed}")
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for name, value in values.items():
+        value = tuple(value) if isinstance(value, list) else value
+        if typing.get_origin(hints[name]) is Literal and value not in typing.get_args(hints[name]):
+            choices = ", ".join(map(str, typing.get_args(hints[name])))
+            raise ConfigError(f"parameter {name!r} of {what}: {value!r} is not one of {choices}")
+        out[name] = value
+    return cls(**out)
+
+
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Recursively merge ``override`` into a copy of ``base`` (mappings merge, other values replace)."""
     out: dict[str, Any] = {k: (deep_merge(v, {}) if isinstance(v, Mapping) else v) for k, v in base.items()}

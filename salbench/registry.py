@@ -20,6 +20,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._aliases: dict[str, str] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name``; ids are unique and never reused."""
@@ -32,10 +33,16 @@ class Registry(Generic[T]):
 
         return deco
 
+    def alias(self, name: str, target: str) -> None:
+        """Let ``name`` (an id earlier versions used) stand for the registered ``target``."""
+        if name in self._items or target not in self._items:
+            raise ValueError(f"{self.kind} alias {name!r} -> {target!r}: taken, or target not registered")
+        self._aliases[name] = target
+
     def get(self, name: str) -> T:
-        """Return the object registered as ``name`` or raise a one-line :class:`ConfigError`."""
+        """Return the object registered as ``name`` (or an alias of it), else raise :class:`ConfigError`."""
         try:
-            return self._items[name]
+            return self._items[self._aliases.get(name, name)]
         except KeyError:
             raise ConfigError(
                 f"unknown {self.kind} {name!r}; choose from: {', '.join(self._items)}"
@@ -45,7 +52,7 @@ class Registry(Generic[T]):
         return list(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or name in self._aliases
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)

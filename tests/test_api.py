@@ -13,15 +13,14 @@ import yaml
 from torch import nn
 
 from salbench.api import ReInferenceMetric, ReTrainingMetric, build_metric, load_result, sanity_check
-from salbench.api.adapters import adapter_for
 from salbench.api.results import plain
 from salbench.errors import ConfigError
-from salbench.methods.base import MethodContext
 from salbench.metrics import METRICS
 from salbench.metrics.complexity import sparseness
-from salbench.metrics.fidelity import black_baseline, completeness, monotonicity
+from salbench.metrics.fidelity import completeness, monotonicity
 from salbench.metrics.gomez import curve_scores, single_step_scores
 from salbench.metrics.localization import energy_pointing_game, official_metric, pointing_game_mask
+from salbench.metrics.perturbation import black_images
 from salbench.metrics.recognition import recognition_scores
 from salbench.metrics.retraining import roar_scores
 from salbench.metrics.robustness import avg_sensitivity, saliency_explainer
@@ -82,8 +81,7 @@ def data() -> dict:
 
 def _extras(name: str, d: dict) -> dict:
     """The extras ``name`` needs (from the adapter), filled from the fixture."""
-    need = adapter_for(METRICS.get(name)()).required
-    return {k: d[k] for k in need}
+    return {k: d[k] for k in METRICS.get(name).requires}
 
 
 def _direct(name: str, d: dict) -> np.ndarray:
@@ -108,7 +106,7 @@ def _direct(name: str, d: dict) -> np.ndarray:
         g = torch.Generator().manual_seed(7)
         return avg_sensitivity(y, x, t, saliency_explainer(m), nr_samples=2, generator=g).numpy()
     if name == "completeness":
-        base = black_baseline(x, MethodContext(mean=MEAN, std=STD))
+        base = black_images(x, MEAN, STD)
         return completeness(m, x, y, t, base, output="probability")[0].numpy()
     if name == "sparseness":
         return sparseness(y, normalise=True).numpy()

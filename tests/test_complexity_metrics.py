@@ -10,12 +10,10 @@ import pytest
 import torch
 
 from salbench.errors import DataError
-from salbench.metrics import METRICS
+from salbench.metrics import METRICS, Metric, MetricInputs, compute
 from salbench.metrics.complexity import (
-    Complexity,
+    COMPLEXITY,
     ComplexityParams,
-    EffectiveComplexity,
-    Sparseness,
     complexity,
     effective_complexity,
     sparseness,
@@ -133,18 +131,20 @@ def test_agreement_with_quantus_default_normalisation_per_image() -> None:
         np.testing.assert_allclose(got, np.asarray(expected, dtype=np.float64), rtol=0, atol=1e-9)
 
 
-def test_metric_classes_registry_and_summary() -> None:
-    assert METRICS.get("sparseness") is Sparseness
-    assert METRICS.get("complexity") is Complexity
-    assert METRICS.get("effective_complexity") is EffectiveComplexity
-    assert (Sparseness.higher_is_better, Complexity.higher_is_better) == (True, False)
-    assert {Sparseness.category, Complexity.category, EffectiveComplexity.category} == {"complexity"}
+def test_declarations_group_and_summary() -> None:
+    names = ("sparseness", "complexity", "effective_complexity")
+    assert COMPLEXITY.metrics == names and not COMPLEXITY.needs_model
+    assert [METRICS.get(n).higher_is_better for n in names] == [True, False, False]
+    assert {METRICS.get(n).category for n in names} == {"complexity"}
     maps = torch.stack([torch.ones(4, 4), torch.zeros(4, 4)])
-    metric = Complexity()
-    assert metric.params == ComplexityParams(abs_values=True, normalise=False)
-    metric.update(metric.compute(maps))
+    metric = Metric("complexity")
+    assert metric.params == ComplexityParams(abs_values=True, normalise=False, eps=1e-5)
+    scores = compute(COMPLEXITY, MetricInputs(maps=maps), metric.params)
+    assert set(scores) == set(names)
+    metric.update(scores["complexity"])
     summary = metric.summary()
     assert summary.value == pytest.approx(math.log(16))
     assert (summary.n_images, summary.n_nan) == (1, 1)
-    ec = EffectiveComplexity(EffectiveComplexity.params_cls(eps=0.5))
-    np.testing.assert_array_equal(ec.compute(maps), [16.0, 0.0])
+    ec = compute(COMPLEXITY, MetricInputs(maps=maps), ComplexityParams(eps=0.5), ["effective_complexity"])
+    assert list(ec) == ["effective_complexity"]
+    np.testing.assert_array_equal(ec["effective_complexity"], [16.0, 0.0])

@@ -12,11 +12,11 @@ from torch import nn
 
 from salbench.errors import ConfigError, DataError
 from salbench.methods.base import MethodContext
-from salbench.metrics import METRICS
+from salbench.metrics import METRICS, Metric, MetricInputs, compute
 from salbench.metrics.fidelity import (
-    Completeness,
-    Monotonicity,
-    black_baseline,
+    COMPLETENESS,
+    MONOTONICITY,
+    MonotonicityParams,
     completeness,
     default_features_in_step,
     group_members,
@@ -24,6 +24,7 @@ from salbench.metrics.fidelity import (
     monotonicity_groups,
     uniform_baseline,
 )
+from salbench.metrics.perturbation import black_images
 
 S = 10  # the study's nr_samples
 
@@ -282,7 +283,7 @@ def test_completeness_exact_on_linear_model() -> None:
     model = Linear2(w, b=0.5).eval()
     ctx = MethodContext()
     x = torch.randn(2, 3, 5, 5, generator=gen)
-    base = black_baseline(x, ctx)
+    base = black_images(x, ctx.mean, ctx.std)
     torch.testing.assert_close(ctx.denormalize(base), torch.zeros_like(x), atol=1e-6, rtol=0)
     t = torch.zeros(2, dtype=torch.long)
     with torch.no_grad():
@@ -298,23 +299,40 @@ def test_completeness_exact_on_linear_model() -> None:
     z0 = (base * w).flatten(1).sum(1).double() + 0.5
     gp, _ = completeness(model, x, torch.zeros(2, 5, 5), t, base, output="probability")
     torch.testing.assert_close(gp, (torch.sigmoid(z) - torch.sigmoid(z0)).abs(), atol=1e-6, rtol=0)
+    # the group's default baseline is that black image: the same numbers, holds as 0/1 values
+    inputs = MetricInputs(maps=complete, images=x, targets=t, model=model)
+    scores = compute(COMPLETENESS, inputs, COMPLETENESS.params_cls())
+    np.testing.assert_array_equal(scores["completeness_gap"], gap.numpy())
+    np.testing.assert_array_equal(scores["completeness_holds"], [1.0, 1.0])
 
 
-def test_metric_classes() -> None:
-    assert METRICS.get("monotonicity") is Monotonicity
-    assert METRICS.get("completeness") is Completeness
-    assert Monotonicity.higher_is_better and not Completeness.higher_is_better
-    assert Monotonicity.category == Completeness.category == "fidelity"
+def test_declarations_and_groups() -> None:
+    assert METRICS.get("completeness") is METRICS.get("completeness_gap")  # the earlier id still works
+    assert COMPLETENESS.metrics == ("completeness_gap", "completeness_holds")
+    assert (
+        METRICS.get("monotonicity").higher_is_better and not METRICS.get("completeness_gap").higher_is_better
+    )
+    assert METRICS.get("monotonicity").category == METRICS.get("completeness_gap").category == "fidelity"
     model = _model()
     x, y, a = _data(2, 14)
-    metric = Monotonicity(Monotonicity.params_cls(correlation="pearson"))
-    values = metric.compute(
-        model,
-        torch.from_numpy(x),
-        torch.from_numpy(a[:, 0]),
-        torch.from_numpy(y),
-        generator=torch.Generator().manual_seed(0),
+    metric = Metric("monotonicity", MonotonicityParams(correlation="pearson"))
+    inputs = MetricInputs(
+        maps=torch.from_numpy(a[:, 0]),
+        images=torch.from_numpy(x),
+        targets=torch.from_numpy(y),
+        model=model,
+        generator=lambda key: torch.Generator().manual_seed(0),
     )
+    values = compute(MONOTONICITY, inputs, metric.params)["monotonicity"]
+    expected = monotonicity(
+        model,
+        inputs.images,
+        inputs.maps,
+        inputs.targets,
+        correlation="pearson",
+        generator=torch.Generator().manual_seed(0),
+    ).numpy()
+    np.testing.assert_array_equal(values, expected)
     assert values.shape == (2,) and np.all(np.isfinite(values))
     metric.update(values)
     assert metric.summary().n_images == 2

@@ -12,15 +12,14 @@ from saliency_maps_metrics.multi_step_metrics import Deletion, Insertion
 from saliency_maps_metrics.single_step_metrics import ADD, IIC_AD
 from torch import nn
 
+from salbench.api import build_metric
 from salbench.errors import ConfigError, DataError
 from salbench.metrics.base import METRICS
 from salbench.metrics.engine import ForwardCounter
 from salbench.metrics.gomez import (
-    AverageDropGomez,
-    DeletionAUC,
-    DeletionCorrelation,
-    DeletionParams,
-    InsertionAUC,
+    GOMEZ_DELETION,
+    GOMEZ_INSERTION,
+    GOMEZ_SINGLE,
     blur_kernel_size,
     box_blur,
     curve_scores,
@@ -242,12 +241,12 @@ def test_streaming_skips_counts_and_raises_before_update() -> None:
     maps[1, 2, 2] = float("nan")
     maps[3] = 0.5  # constant
     t = torch.tensor([0, 1, 2, 3, 0])
-    metric = DeletionAUC()
+    metric = build_metric({"type": "dauc"}, model=model, mean=ID_MEAN, std=ID_STD)
     with pytest.raises(RuntimeError, match="before any update"):
         metric.summary()
-    first = metric.update_batch(model, img[:4], maps[:4], t[:4], mean=ID_MEAN, std=ID_STD)
+    first = metric.update(img[:4], maps[:4], t[:4])["value"]
     assert np.isnan(first[[1, 3]]).all() and np.isfinite(first[[0, 2]]).all()
-    second = metric.update_batch(model, img[4:], maps[4:], t[4:], mean=ID_MEAN, std=ID_STD)
+    second = metric.update(img[4:], maps[4:], t[4:])["value"]
     s = metric.summary()
     assert (s.n_images, s.n_skipped, s.n_nan) == (3, 2, 0)
     assert s.value == pytest.approx(np.mean([first[0], first[2], second[0]]))
@@ -257,29 +256,26 @@ def test_streaming_skips_counts_and_raises_before_update() -> None:
     # a model whose output never changes: DC is undefined (NaN), counted as NaN, not skipped
     flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
     nn.init.zeros_(flat[1].weight)
-    dc = DeletionCorrelation()
-    dc.update_batch(flat, img, maps, t, mean=ID_MEAN, std=ID_STD)
+    dc = build_metric({"type": "dc"}, model=flat, mean=ID_MEAN, std=ID_STD)
+    dc.update(img, maps, t)
     s = dc.summary()
     assert (s.n_images, s.n_skipped, s.n_nan) == (0, 2, 3) and math.isnan(s.value)
 
 
-def test_metric_classes_use_their_params_and_registry() -> None:
+def test_declarations_groups_and_params() -> None:
     for name in IDS:
-        cls = METRICS.get(name)
-        assert cls.name == name and cls.category == "fidelity"
+        definition = METRICS.get(name)
+        assert definition.name == name and definition.category == "fidelity"
     assert [METRICS.get(n).higher_is_better for n in IDS] == [True, False, True, False, True, True, True]
+    assert GOMEZ_SINGLE.metrics == ("iic", "ad_gomez", "add") and GOMEZ_DELETION.metrics == ("dauc", "dc")
+    assert GOMEZ_INSERTION.metrics == ("iauc", "ic") and GOMEZ_INSERTION.params_cls().filling == "blur"
     model, img = AffineMean(), hand_image()
-    iauc = InsertionAUC()
-    assert iauc.params.filling == "blur"
-    black = InsertionAUC(DeletionParams(filling="black")).update_batch(
-        model, img, HAND_MAP, torch.tensor([0]), mean=ID_MEAN, std=ID_STD
-    )
-    assert black[0] == pytest.approx(0.33203125, abs=1e-7)
+    black = build_metric({"type": "iauc", "filling": "black"}, model=model, mean=ID_MEAN, std=ID_STD)
+    assert black.evaluate(img[0], HAND_MAP[0], 0)["value"] == pytest.approx(0.33203125, abs=1e-7)
     counter = ForwardCounter()
-    ad = AverageDropGomez().update_batch(
-        model, img, HAND_MAP, torch.tensor([0]), mean=ID_MEAN, std=ID_STD, counter=counter
-    )
-    assert counter.rows == 2 and np.isfinite(ad[0])  # original + kept only, no ADD row
+    ad = build_metric({"type": "ad_gomez"}, model=model, mean=ID_MEAN, std=ID_STD)
+    out = ad.evaluate_batch(img, HAND_MAP, torch.tensor([0]), counter=counter)
+    assert counter.rows == 2 and np.isfinite(out["value"][0])  # original + kept only, no ADD row
 
 
 def test_input_validation() -> None:

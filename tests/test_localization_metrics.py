@@ -9,14 +9,10 @@ import pytest
 import torch
 
 from salbench.errors import DataError
-from salbench.metrics import METRICS
+from salbench.metrics import METRICS, Metric, MetricInputs, compute
 from salbench.metrics.localization import (
-    EnergyPointingGame,
-    IoUMask,
-    LocalizationError,
-    OfficialMetric,
-    PointingGame,
-    PointingGameMask,
+    LOCALIZATION,
+    LocalizationParams,
     binarise,
     boxes_to_masks,
     energy_pointing_game,
@@ -164,26 +160,32 @@ def test_batched_equals_per_image_loop() -> None:
             torch.testing.assert_close(batched[key][i : i + 1], value, equal_nan=True, msg=key)
 
 
-def test_metric_classes() -> None:
+def test_declarations_and_group() -> None:
     names = {
-        "energy_pointing_game": (EnergyPointingGame, True),
-        "pointing_game": (PointingGame, True),
-        "localization_error": (LocalizationError, False),
-        "official_metric": (OfficialMetric, False),
-        "pointing_game_mask": (PointingGameMask, True),
-        "iou_mask": (IoUMask, True),
+        "energy_pointing_game": True,
+        "pointing_game": True,
+        "localization_error": False,
+        "official_metric": False,
+        "energy_pointing_game_mask": True,
+        "pointing_game_mask": True,
+        "iou_mask": True,
     }
-    for name, (cls, higher) in names.items():
-        assert METRICS.get(name) is cls and cls.higher_is_better is higher and cls.category == "localization"
-    assert METRICS.get("energy_pointing_game_mask").name == "energy_pointing_game_mask"
-    metric = LocalizationError(LocalizationError.params_cls(component="all"))
-    metric.update(metric.compute(_maps(), _boxes()))
+    assert LOCALIZATION.metrics == tuple(names) and not LOCALIZATION.needs_model
+    for name, higher in names.items():
+        d = METRICS.get(name)
+        assert d.higher_is_better is higher and d.category == "localization" and d.group == "localization"
+    assert METRICS.get("official_metric").requires == ("boxes", "correct")
+    metric = Metric("localization_error", LocalizationParams(component="all"))
+    inputs = MetricInputs(maps=_maps(), boxes=_boxes(), correct=torch.ones(4, dtype=torch.bool))
+    scores = compute(LOCALIZATION, inputs, metric.params)
+    assert list(scores) == ["energy_pointing_game", "pointing_game", "localization_error", "official_metric"]
+    metric.update(scores["localization_error"])
     summary = metric.summary()
     assert summary.value == pytest.approx(np.mean([25 / 29, 11 / 12, 0.5]))
     assert (summary.n_images, summary.n_nan) == (3, 1)
-    om = OfficialMetric()
-    np.testing.assert_allclose(
-        om.compute(_maps(), _boxes(), torch.ones(4, dtype=torch.bool)), [7 / 11, NAN, 1.0, 0.5]
-    )
-    spg = PointingGame(PointingGame.params_cls(tolerance=7.3))
-    np.testing.assert_array_equal(spg.compute(_maps(), _boxes()), [1.0, NAN, 1.0, 1.0])
+    om = compute(LOCALIZATION, inputs, LocalizationParams(), ["official_metric"])
+    np.testing.assert_allclose(om["official_metric"], [7 / 11, NAN, 1.0, 0.5])
+    spg = compute(LOCALIZATION, inputs, LocalizationParams(tolerance=7.3), ["pointing_game"])
+    np.testing.assert_array_equal(spg["pointing_game"], [1.0, NAN, 1.0, 1.0])
+    no_correct = compute(LOCALIZATION, MetricInputs(maps=_maps(), boxes=_boxes()), LocalizationParams())
+    assert "official_metric" not in no_correct

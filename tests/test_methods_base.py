@@ -43,9 +43,9 @@ def test_inputs_are_checked_before_the_method_runs():
         method(torch.zeros(2, 3, 8, 8), torch.tensor([1.0, 2.0]))
     with pytest.raises(SalbenchError, match="constant: 2 images but 3 targets"):
         method(torch.zeros(2, 3, 8, 8), torch.tensor([1, 2, 3]))
-    with pytest.raises(SalbenchError, match=r"constant: target class 10 is outside \[0, 10\)"):
+    with pytest.raises(SalbenchError, match=r"constant: target class 10 is out of range \[0, 10\)"):
         method(torch.zeros(2, 3, 8, 8), torch.tensor([1, 10]))
-    with pytest.raises(SalbenchError, match=r"target class -1 is outside"):
+    with pytest.raises(SalbenchError, match=r"target class -1 is out of range"):
         method(torch.zeros(2, 3, 8, 8), torch.tensor([-1, 0]))
 
 

@@ -15,12 +15,12 @@ from torch import nn
 from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
 
 from salbench.errors import ConfigError, DataError
-from salbench.metrics.base import METRICS
+from salbench.metrics.base import METRICS, Metric
 from salbench.metrics.engine import ForwardCounter, target_probs
 from salbench.metrics.perturbation import gaussian_blur, mask_pixels
 from salbench.metrics.recognition import (
-    Deletion,
-    Insertion,
+    RECOGNITION,
+    RecognitionParams,
     StartCache,
     drop_terms,
     gain_terms,
@@ -85,8 +85,8 @@ def test_terms_exact_from_given_probabilities() -> None:
     np.testing.assert_array_equal(increase_terms(base, masked), [0.0, 1.0, 0.0, 0.0, 1.0, np.nan])
     np.testing.assert_allclose(gain_terms(base, masked), [0.0, 0.2, 0.0, 0.0, 0.3, np.nan], atol=1e-15)
     scores = {"average_drop": drop_terms(base, masked), "skipped": np.array([0, 0, 0, 0, 0, 1], bool)}
-    metric = METRICS.get("average_drop")()
-    metric.update_from_scores(scores)
+    metric = Metric("average_drop")
+    metric.update(scores["average_drop"][~scores["skipped"]], skipped=int(scores["skipped"].sum()))
     summary = metric.summary()
     assert summary.value == pytest.approx(0.6 / 5)
     assert (summary.n_images, summary.n_skipped, summary.n_nan) == (5, 1, 0)
@@ -101,10 +101,17 @@ def test_metric_metadata() -> None:
         "insertion": True,
         "deletion": False,
     }
+    assert RECOGNITION.metrics == tuple(expected)
     for name, direction in expected.items():
-        cls = METRICS.get(name)
-        assert (cls.name, cls.higher_is_better, cls.category) == (name, direction, "recognition")
-    params = METRICS.get("insertion")().params
+        d = METRICS.get(name)
+        assert (d.name, d.higher_is_better, d.category, d.group) == (
+            name,
+            direction,
+            "recognition",
+            "recognition",
+        )
+    params = Metric("insertion").params
+    assert isinstance(params, RecognitionParams)
     assert params.as_kwargs() == {
         "step": None,
         "substrate": "zero",
@@ -325,13 +332,12 @@ def test_nonfinite_maps_are_skipped_and_counted(batch) -> None:
         assert np.isnan(out[key][[1, 3]]).all()
         np.testing.assert_allclose(out[key][[0, 2, 4]], good[key][[0, 2, 4]], atol=1e-6)
     assert np.isnan(out["deletion_curve"][[1, 3]]).all()
-    metric, curves = Insertion(), Deletion()
-    metric.update_from_scores(out)
-    curves.update_from_scores(out)
+    metric = Metric("insertion")
+    metric.update(out["insertion"][~out["skipped"]], skipped=int(out["skipped"].sum()))
     summary = metric.summary()
     assert (summary.n_images, summary.n_skipped, summary.n_nan) == (3, 2, 0)
     assert summary.value == pytest.approx(float(np.mean(out["insertion"][[0, 2, 4]])))
-    assert curves.curves().shape == (5, 12)
+    assert out["deletion_curve"].shape == (5, 12)
     no_curves = recognition_scores(model, images, maps, targets, mean=ID_MEAN, std=ID_STD, curves=False)
     assert "insertion_curve" not in no_curves and no_curves["insertion"].shape == (5,)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -10,10 +11,10 @@ import torch
 from torch import nn
 
 from salbench.errors import ConfigError, DataError
-from salbench.metrics import METRICS
+from salbench.metrics import METRICS, MetricInputs, compute
 from salbench.metrics.robustness import (
-    AvgSensitivity,
-    MaxSensitivity,
+    SENSITIVITY,
+    SensitivityParams,
     avg_sensitivity,
     max_sensitivity,
     saliency_explainer,
@@ -207,29 +208,25 @@ def test_bad_inputs_raise() -> None:
         )
 
 
-def test_metric_classes() -> None:
-    assert METRICS.get("max_sensitivity") is MaxSensitivity
-    assert METRICS.get("avg_sensitivity") is AvgSensitivity
-    assert not MaxSensitivity.higher_is_better and not AvgSensitivity.higher_is_better
-    assert MaxSensitivity.category == AvgSensitivity.category == "robustness"
+def test_declarations_and_group() -> None:
+    assert SENSITIVITY.metrics == ("max_sensitivity", "avg_sensitivity")
+    for name in SENSITIVITY.metrics:
+        assert not METRICS.get(name).higher_is_better and METRICS.get(name).category == "robustness"
     images = torch.zeros(2, 3, 4, 5)
 
     def perturb(x, nr_samples, generator):
         return torch.stack([x + s for s in range(nr_samples)])
 
-    metric = MaxSensitivity(MaxSensitivity.params_cls(nr_samples=4))
-    values = metric.compute(
-        torch.ones(2, 4, 5), images, torch.zeros(2, dtype=torch.long), lambda x, t: x.mean(1), perturb=perturb
+    inputs = MetricInputs(
+        maps=torch.ones(2, 4, 5),
+        images=images,
+        targets=torch.zeros(2, dtype=torch.long),
+        model=nn.Identity(),
+        explain=lambda x, t: x.mean(1),
+        perturb=perturb,
     )
-    np.testing.assert_allclose(values, [2.0, 2.0])
-    avg = AvgSensitivity(AvgSensitivity.params_cls(nr_samples=4))
-    np.testing.assert_allclose(
-        avg.compute(
-            torch.ones(2, 4, 5),
-            images,
-            torch.zeros(2, dtype=torch.long),
-            lambda x, t: x.mean(1),
-            perturb=perturb,
-        ),
-        [1.0, 1.0],
-    )
+    scores = compute(SENSITIVITY, inputs, SensitivityParams(nr_samples=4))  # one re-explanation for both
+    np.testing.assert_allclose(scores["max_sensitivity"], [2.0, 2.0])
+    np.testing.assert_allclose(scores["avg_sensitivity"], [1.0, 1.0])
+    with pytest.raises(ConfigError, match="explainer 'method' needs the method under test"):
+        compute(SENSITIVITY, dataclasses.replace(inputs, explain=None), SensitivityParams(explainer="method"))

@@ -2,45 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from salbench.api.reinference import ReInferenceMetric
+from salbench.config import build_dataclass
 from salbench.errors import ConfigError
-from salbench.metrics import METRICS
+from salbench.metrics import METRICS, Metric
 
 RETRAINING_TYPES = ("roar",)
-
-
-def build_dataclass(cls: type, values: Mapping[str, Any], what: str) -> Any:
-    """Build the frozen dataclass ``cls`` from ``values``, rejecting unknown keys and bad choices by name.
-
-    Lists become tuples; a :data:`typing.Literal` field must hold one of its choices.
-
-    Args:
-        cls: a frozen parameter dataclass.
-        values: field name -> value.
-        what: how errors name the owner, e.g. ``"metric 'insertion'"``.
-    """
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        allowed = ", ".join(sorted(fields)) or "none"
-        raise ConfigError(f"unknown parameter {unknown[0]!r} for {what}; allowed: {allowed}")
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for name, value in values.items():
-        value = tuple(value) if isinstance(value, list) else value
-        if typing.get_origin(hints[name]) is Literal and value not in typing.get_args(hints[name]):
-            choices = ", ".join(map(str, typing.get_args(hints[name])))
-            raise ConfigError(f"parameter {name!r} of {what}: {value!r} is not one of {choices}")
-        out[name] = value
-    return cls(**out)
 
 
 def _split(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -88,6 +61,6 @@ def build_metric(
     if kind not in METRICS:
         choices = ", ".join([*METRICS.names(), *RETRAINING_TYPES])
         raise ConfigError(f"unknown metric type {kind!r}; choose from: {choices}")
-    cls = METRICS.get(kind)
-    params = build_dataclass(cls.params_cls, values, f"metric {kind!r}")
-    return ReInferenceMetric(cls(params), model=model, mean=mean, std=std, device=device)
+    definition = METRICS.get(kind)
+    params = build_dataclass(definition.params_cls, values, f"metric {kind!r}")
+    return ReInferenceMetric(Metric(definition, params), model=model, mean=mean, std=std, device=device)

@@ -2,7 +2,7 @@
 
 The shape of ``saliency_metrics``' ``ReInferenceMetric`` (``evaluate`` one sample, ``update``,
 ``get_result``, ``dump``) and of torchcam's ``ClassificationMetric`` (``update`` per batch, ``summary``),
-computed by the metrics' own batched functions through :mod:`salbench.api.adapters`.
+computed by the metric's group through :func:`salbench.metrics.compute`, the verb the stages use.
 
 Skipping: an image is *skipped* (counted, reported, never averaged) when its map has a NaN/inf value,
 when the metric itself skips it (recognition: non-finite maps; Gomez: non-finite or constant maps), or
@@ -20,13 +20,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from salbench.api.adapters import PER_IMAGE, Env, adapter_for
 from salbench.api.results import dump_result, plain
 from salbench.config import IMAGENET_MEAN, IMAGENET_STD
 from salbench.errors import ConfigError, DataError
-from salbench.metrics.base import Metric, Summary
+from salbench.metrics.base import GROUPS, Metric, MetricInputs, Summary, compute
 
 Result = dict[str, Any]
+
+
+def _image(v: Any) -> torch.Tensor:
+    t = torch.as_tensor(v)
+    return t if t.ndim == 4 else t.unsqueeze(0)
+
+
+PER_IMAGE: dict[str, Any] = {
+    "base_probs": lambda v: torch.as_tensor([float(v)], dtype=torch.float64),
+    "boxes": lambda v: [v],
+    "masks": lambda v: torch.as_tensor(v).unsqueeze(0),
+    "correct": lambda v: torch.as_tensor([bool(v)]),
+    "baselines": _image,
+}
+"""One image's extra -> a batch of one (extras not listed, e.g. ``generator``, pass unchanged)."""
 
 
 def _model_device(model: nn.Module | None) -> torch.device:
@@ -75,8 +89,8 @@ class ReInferenceMetric:
         device: torch.device | str | None = None,
     ) -> None:
         self.metric = metric
-        self.adapter = adapter_for(metric)
-        if self.adapter.needs_model and model is None:
+        self.group = GROUPS.get(metric.definition.group)
+        if self.group.needs_model and model is None:
             raise ConfigError(f"model: metric {metric.name!r} re-runs the model; pass model=")
         mean, std = _check_stats(
             IMAGENET_MEAN if mean is None else mean, IMAGENET_STD if std is None else std
@@ -84,7 +98,7 @@ class ReInferenceMetric:
         if device is not None and model is not None:
             model.to(device)
         self.device = torch.device(device) if device is not None else _model_device(model)
-        self.env = Env(model, mean, std)
+        self.model, self.mean, self.std = model, mean, std
         self.reset()
 
     @property
@@ -98,12 +112,13 @@ class ReInferenceMetric:
         self._skipped: list[np.ndarray] = []
 
     def _extras(self, extras: Mapping[str, Any]) -> dict[str, Any]:
-        allowed = (*self.adapter.optional, *self.adapter.required)
+        requires = self.metric.definition.requires
+        allowed = tuple(dict.fromkeys((*self.group.accepts, *requires)))
         unknown = sorted(set(extras) - set(allowed))
         if unknown:
             takes = ", ".join(allowed) or "none"
             raise ConfigError(f"{unknown[0]}: not an argument of metric {self.name!r}; it takes {takes}")
-        missing = [k for k in self.adapter.required if extras.get(k) is None]
+        missing = [k for k in requires if extras.get(k) is None]
         if missing:
             raise ConfigError(f"{missing[0]}: metric {self.name!r} needs {missing[0]}=")
         return {k: v for k, v in extras.items() if v is not None}
@@ -127,13 +142,24 @@ class ReInferenceMetric:
         if m.ndim != 3:
             raise DataError(f"maps: expected (N,h,w), got shape {tuple(m.shape)}")
         x = t = None
-        if self.adapter.needs_model:
+        if self.group.needs_model:
             x = _tensor(images, "images").to(self.device)
             t = _tensor(targets, "targets").to(device=self.device, dtype=torch.long)
             if not x.is_floating_point():
                 raise DataError(f"images: expected normalised floating-point values, got {x.dtype}")
-        scores = self.adapter.run(self.metric, self.env, x, m, t, kwargs)
-        return _finalise(scores, m)
+        if "generator" in kwargs:  # one generator drives every draw of the metric
+            g = kwargs["generator"]
+            kwargs["generator"] = lambda key: g
+        inputs = MetricInputs(
+            maps=m, images=x, targets=t, model=self.model, mean=self.mean, std=self.std, **kwargs
+        )
+        definition = self.metric.definition
+        scores = compute(self.group, inputs, self.metric.params, wanted=(definition.name,))
+        out = {"value": scores[definition.name]}
+        if "skipped" in scores:
+            out["skipped"] = scores["skipped"]
+        out |= {k: scores[v] for k, v in definition.outputs.items() if v in scores}
+        return _finalise(out, m)
 
     def evaluate(self, img: Any, smap: Any, target: int | None = None, **extras: Any) -> Result:
         """Result on one sample (``saliency_metrics``' per-sample ``evaluate``); no state change.

@@ -15,9 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from salbench.api.factory import build_dataclass
 from salbench.api.results import dump_result, plain
-from salbench.config import IMAGENET_MEAN, IMAGENET_STD
+from salbench.config import IMAGENET_MEAN, IMAGENET_STD, build_dataclass
 from salbench.metrics.retraining import RoarSettings, roar_scores
 
 

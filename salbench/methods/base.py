@@ -22,7 +22,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from salbench.errors import ConfigError, SalbenchError
+from salbench.config import build_dataclass
+from salbench.errors import DataError, SalbenchError
 from salbench.registry import Registry
 
 
@@ -161,34 +162,24 @@ class SaliencyMethod(abc.ABC):
 
 
 def build_params(cls: type[MethodParams], values: Mapping[str, Any], method: str) -> MethodParams:
-    """Build a method's frozen params from a mapping, rejecting unknown keys by name."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        allowed = ", ".join(sorted(names)) or "none"
-        raise ConfigError(f"unknown parameter {unknown[0]!r} for method {method!r}; allowed: {allowed}")
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.name in values:
-            v = values[f.name]
-            out[f.name] = tuple(v) if isinstance(v, list) else v
-    return cls(**out)
+    """Build a method's frozen params from a mapping, rejecting unknown keys and bad choices by name."""
+    return build_dataclass(cls, values, f"method {method!r}")
 
 
 def check_inputs(images: torch.Tensor, targets: torch.Tensor, num_classes: int, method: str) -> None:
-    """Raise a one-line :class:`SalbenchError` unless ``images`` (N,C,H,W) float and ``targets`` (N,)
+    """Raise a one-line :class:`DataError` unless ``images`` (N,C,H,W) float and ``targets`` (N,)
     integer class indices in ``[0, num_classes)`` fit together."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise SalbenchError(f"{method}: images must be a float tensor (N,C,H,W), got {got}")
+        raise DataError(f"{method}: images must be a float tensor (N,C,H,W), got {got}")
     if not isinstance(targets, torch.Tensor) or targets.ndim != 1 or targets.is_floating_point():
         got = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
-        raise SalbenchError(f"{method}: targets must be an integer tensor (N,), got {got}")
+        raise DataError(f"{method}: targets must be an integer tensor (N,), got {got}")
     if targets.shape[0] != images.shape[0]:
-        raise SalbenchError(f"{method}: {images.shape[0]} images but {targets.shape[0]} targets")
+        raise DataError(f"{method}: {images.shape[0]} images but {targets.shape[0]} targets")
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
         bad = int(targets.max()) if int(targets.max()) >= num_classes else int(targets.min())
-        raise SalbenchError(f"{method}: target class {bad} is outside [0, {num_classes})")
+        raise DataError(f"{method}: target class {bad} is out of range [0, {num_classes})")
 
 
 def check_maps(maps: torch.Tensor, images: torch.Tensor, method: str) -> None:

@@ -1,9 +1,29 @@
-"""Evaluation metrics: one protocol (:mod:`salbench.metrics.base`), one registry (:data:`METRICS`).
+"""Evaluation metrics: declared once (:data:`METRICS`), computed by groups (:data:`GROUPS`) through one verb.
 
-Importing this package registers every metric.
+Importing this package registers every metric and group (:mod:`salbench.metrics.base`).
 """
 
 from salbench.metrics import complexity, fidelity, gomez, localization, recognition, robustness  # noqa: F401
-from salbench.metrics.base import METRICS, Metric, MetricParams, Summary
+from salbench.metrics.base import (
+    GROUPS,
+    METRICS,
+    Metric,
+    MetricDef,
+    MetricGroup,
+    MetricInputs,
+    MetricParams,
+    Summary,
+    compute,
+)
 
-__all__ = ["METRICS", "Metric", "MetricParams", "Summary"]
+__all__ = [
+    "GROUPS",
+    "METRICS",
+    "Metric",
+    "MetricDef",
+    "MetricGroup",
+    "MetricInputs",
+    "MetricParams",
+    "Summary",
+    "compute",
+]

@@ -1,24 +1,205 @@
-"""Metric protocol: metadata as class constants, per-image results, streaming update/summary.
+"""The metric protocol: declared metrics, the groups that compute them, and the one verb :func:`compute`.
 
-Like Quantus' ``score_direction`` / ``evaluation_category`` and torchcam's ``ClassificationMetric``:
-images whose map is NaN/inf or constant (where the metric is undefined on it) are skipped and
-counted instead of poisoning the mean.
+* A **metric** is a declaration (:class:`MetricDef`): its stable id, score direction, category, display
+  name and definition (with its paper), like Quantus' ``score_direction`` / ``evaluation_category``.
+  Directions, categories and display names live here and nowhere else; results rows carry them.
+* Metrics that share model passes form a **group** (:class:`MetricGroup`): the group names its metrics,
+  its frozen parameter dataclass (one ``metrics.<section>`` of the config) and its batched compute
+  function ``(MetricInputs, params, wanted) -> per-image arrays``. Insertion and deletion share their
+  curve ends with AD/AI/AG, Max- and Avg-Sensitivity share the re-explained noisy inputs, and so on.
+* :func:`compute` is the one verb: the evaluation stages, the library API and the benchmarks all call
+  it, for any group, with the inputs of one batch (:class:`MetricInputs`).
+* :class:`Metric` streams per-image values into a :class:`Summary` (mean over finite values; images
+  skipped or with NaN values counted, never averaged), as torchcam's ``ClassificationMetric`` does.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
+from salbench.config import IMAGENET_MEAN, IMAGENET_STD, build_dataclass
+from salbench.errors import ConfigError
 from salbench.registry import Registry
+
+Scores = dict[str, np.ndarray]
+"""Per-image outputs of a group: metric id -> (N,) float64, ``skipped`` -> (N,) bool, further outputs."""
 
 
 @dataclasses.dataclass(frozen=True)
 class MetricParams:
-    """Base of every metric's frozen parameter dataclass."""
+    """Base of every group's frozen parameter dataclass."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricDef:
+    """One registered metric.
+
+    Attributes:
+        name: registry / CSV id (``average_drop``, ``insertion``, ...); never changes once results exist.
+        group: the :class:`MetricGroup` that computes it.
+        higher_is_better: score direction.
+        category: ``recognition``, ``fidelity``, ``robustness``, ``complexity``, ``localization``.
+        display: short name for tables and figures (``AD``, ``Insertion``, ...).
+        doc: the definition, with the paper and equation it follows and any deviation.
+        requires: inputs besides images, maps and targets it cannot do without (``boxes``, ``masks``,
+            ``correct``).
+        outputs: further per-image outputs the library API returns: output name -> group score key.
+    """
+
+    name: str
+    group: str
+    higher_is_better: bool
+    category: str
+    display: str
+    doc: str
+    requires: tuple[str, ...] = ()
+    outputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def params_cls(self) -> type[MetricParams]:
+        """The parameter dataclass of its group."""
+        return GROUPS.get(self.group).params_cls
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricInputs:
+    """Everything a group may read for one batch of images and one method's maps.
+
+    Attributes:
+        maps: (N,H,W) saliency maps (Gomez et al.'s metrics also accept coarser maps).
+        images: (N,C,H,W) normalised images (None for maps-only groups).
+        targets: (N,) long target classes (None for maps-only groups).
+        model: classifier returning logits (None for maps-only groups).
+        mean: per-channel normalisation mean of the images.
+        std: per-channel normalisation std.
+        base_probs: (N,) stage-1 probabilities Y of the targets (None: computed where needed).
+        boxes: per image a (K,4) array of ``x0, y0, x1, y1`` boxes.
+        masks: (N,H,W) bool object masks.
+        correct: (N,) bool, the image is classified correctly.
+        ids: (N,) hashable image ids (keys of ``cache``).
+        cache: map-independent passes shared by every method of the same images
+            (:class:`~salbench.metrics.recognition.StartCache`).
+        generator: ``generator(key)`` -> the generator of one random draw (``"monotonicity"``,
+            ``"sensitivity"``), or None for torch's global RNG.
+        explain: re-explains perturbed inputs for the sensitivity metrics (None: the group's
+            ``explainer`` parameter decides).
+        baseline: monotonicity's replacement values (None: its uniform noise).
+        baselines: completeness' (N,C,H,W) baseline images (None: black images).
+        perturb: sensitivity's noise (None: its uniform noise).
+        counter: a :class:`~salbench.metrics.engine.ForwardCounter` of the model work, or None.
+    """
+
+    maps: torch.Tensor
+    images: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    model: nn.Module | None = None
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    base_probs: torch.Tensor | np.ndarray | None = None
+    boxes: Sequence[np.ndarray] | None = None
+    masks: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
+    ids: Sequence[Hashable] | None = None
+    cache: Any = None
+    generator: Callable[[str], torch.Generator | None] = lambda key: None
+    explain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    baseline: Any = None
+    baselines: torch.Tensor | None = None
+    perturb: Any = None
+    counter: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricGroup:
+    """Metrics computed together by one batched function that shares their model passes.
+
+    Attributes:
+        name: group id.
+        section: the config section of its parameters (``metrics.<section>``); groups may share one.
+        params_cls: frozen parameter dataclass.
+        function: ``function(inputs, params, wanted) -> Scores``; ``wanted`` is the set of metric ids
+            asked for (it may skip the passes of the others).
+        needs_model: it re-runs the model (images, targets and a model are required).
+        accepts: optional :class:`MetricInputs` fields it reads.
+        aux: per-image outputs written beside the metrics (e.g. ``base_prob``, ``masked_prob``).
+        arrays: per-image arrays kept beside them: saved name -> score key (e.g. the curves).
+    """
+
+    name: str
+    section: str
+    params_cls: type[MetricParams]
+    function: Callable[[MetricInputs, Any, frozenset[str]], Scores]
+    needs_model: bool = True
+    accepts: tuple[str, ...] = ()
+    aux: tuple[str, ...] = ()
+    arrays: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Ids of its registered metrics, in registration order."""
+        return tuple(m for m in METRICS.names() if METRICS.get(m).group == self.name)
+
+    def params(self, values: Mapping[str, Any], where: str = "") -> MetricParams:
+        """Its parameters from ``values`` (unknown keys and bad choices rejected by name)."""
+        return build_dataclass(self.params_cls, values, where or f"metric group {self.name!r}")
+
+
+METRICS: Registry[MetricDef] = Registry("metric")
+GROUPS: Registry[MetricGroup] = Registry("metric group")
+
+
+def register(group: MetricGroup, *metrics: MetricDef) -> MetricGroup:
+    """Register ``group`` and its ``metrics`` (in their table order); returns the group."""
+    GROUPS.register(group.name)(group)
+    for m in metrics:
+        if m.group != group.name:
+            raise ValueError(f"metric {m.name!r} declares group {m.group!r}, registered with {group.name!r}")
+        METRICS.register(m.name)(m)
+    return group
+
+
+def compute(
+    group: MetricGroup | str, inputs: MetricInputs, params: MetricParams, wanted: Sequence[str] | None = None
+) -> Scores:
+    """The one metric verb: per-image scores of ``group``'s metrics (``wanted``: a subset) for one batch.
+
+    Args:
+        group: a registered group or its id.
+        inputs: the batch (images, maps, targets, model, and whatever the group reads).
+        params: an instance of the group's ``params_cls``.
+        wanted: metric ids to compute (default: all of the group's).
+
+    Returns:
+        Metric id -> (N,) float64 values (NaN where undefined), ``skipped`` (N,) bool where the group
+        skips images, and the group's ``aux`` outputs and arrays.
+
+    Raises:
+        ConfigError: parameters of another group, an unknown metric, or a missing model.
+    """
+    g = GROUPS.get(group) if isinstance(group, str) else group
+    if not isinstance(params, g.params_cls):
+        raise ConfigError(f"metric group {g.name!r}: params must be {g.params_cls.__name__}")
+    chosen = frozenset(g.metrics if wanted is None else wanted)
+    unknown = sorted(chosen - set(g.metrics))
+    if unknown:
+        raise ConfigError(f"metric group {g.name!r} does not compute {unknown[0]!r}")
+    if g.needs_model and (inputs.model is None or inputs.images is None or inputs.targets is None):
+        raise ConfigError(f"metric group {g.name!r} re-runs the model: it needs model, images and targets")
+    return g.function(inputs, params, chosen)
+
+
+def to_numpy(values: Any) -> np.ndarray:
+    """A tensor or array-like as a numpy array (on the CPU)."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,27 +218,41 @@ class Summary:
         return dataclasses.asdict(self)
 
 
+def finite_mean(values: np.ndarray) -> tuple[float, int, int]:
+    """``(mean of the finite values, their count, count of the others)``; NaN mean when none is finite."""
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    finite = np.isfinite(arr)
+    value = float(arr[finite].mean()) if finite.any() else math.nan
+    return value, int(finite.sum()), int((~finite).sum())
+
+
 class Metric:
-    """Base class of all metrics.
+    """Streaming aggregate of one registered metric with its group's parameters.
 
-    Class constants:
-        name: registry / CSV id (``average_drop``, ``insertion``, ...).
-        higher_is_better: score direction.
-        category: ``recognition``, ``fidelity``, ``robustness``, ``complexity``, ``localization``.
-        params_cls: frozen parameter dataclass.
+    :meth:`update` with per-image values (NaN marks an undefined value, ``skipped`` counts images the
+    metric could not score), then :meth:`summary`.
 
-    Streaming use: :meth:`update` with per-image values (NaN marks an image skipped for a stated
-    reason, e.g. a constant map), then :meth:`summary`.
+    Args:
+        definition: the registered :class:`MetricDef` (or its id).
+        params: its group's parameters (default: the group's defaults).
     """
 
-    name: ClassVar[str]
-    higher_is_better: ClassVar[bool]
-    category: ClassVar[str]
-    params_cls: ClassVar[type[MetricParams]] = MetricParams
-
-    def __init__(self, params: MetricParams | None = None) -> None:
-        self.params = params if params is not None else self.params_cls()
+    def __init__(self, definition: MetricDef | str, params: MetricParams | None = None) -> None:
+        self.definition = METRICS.get(definition) if isinstance(definition, str) else definition
+        self.params = params if params is not None else self.definition.params_cls()
         self.reset()
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.definition.higher_is_better
+
+    @property
+    def category(self) -> str:
+        return self.definition.category
 
     def reset(self) -> None:
         self._values: list[float] = []
@@ -76,16 +271,13 @@ class Metric:
         """Mean over the finite per-image values; raises if nothing was ever added."""
         if not self._values and not self._n_nan and not self._n_skipped:
             raise RuntimeError(f"metric {self.name!r}: summary() called before any update()")
-        value = float(np.mean(self._values)) if self._values else math.nan
+        value, n, _ = finite_mean(np.asarray(self._values))
         return Summary(
             metric=self.name,
             value=value,
-            n_images=len(self._values),
+            n_images=n,
             n_skipped=self._n_skipped,
             n_nan=self._n_nan,
             higher_is_better=self.higher_is_better,
             category=self.category,
         )
-
-
-METRICS: Registry[type[Metric]] = Registry("metric")

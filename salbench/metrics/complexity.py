@@ -13,13 +13,19 @@ each map by its own maximum absolute value; both agree when Quantus is called on
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
-import numpy as np
 import torch
 
 from salbench.errors import DataError
-from salbench.metrics.base import METRICS, Metric, MetricParams
+from salbench.metrics.base import (
+    MetricDef,
+    MetricGroup,
+    MetricInputs,
+    MetricParams,
+    Scores,
+    register,
+    to_numpy,
+)
 
 
 def _flat(maps: torch.Tensor, abs_values: bool, normalise: bool) -> torch.Tensor:
@@ -102,69 +108,54 @@ def effective_complexity(
 
 @dataclasses.dataclass(frozen=True)
 class ComplexityParams(MetricParams):
-    """Shared parameters of the complexity metrics (defaults: the study's Quantus call).
+    """Parameters of the complexity metrics (defaults: the study's Quantus calls).
 
     Attributes:
         abs_values: take ``|a|`` first (Quantus ``abs``).
         normalise: divide each map by its own max ``|a|`` first (Quantus ``normalise``, per map).
+        eps: Effective Complexity's count threshold.
     """
 
     abs_values: bool = True
     normalise: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class EffectiveComplexityParams(ComplexityParams):
-    """Effective Complexity parameters; ``eps`` is the count threshold."""
-
     eps: float = 1e-5
 
 
-class _MapMetric(Metric):
-    """A metric computed from the maps alone: ``compute(maps (N,H,W)) -> (N,)``."""
-
-    category: ClassVar[str] = "complexity"
-
-    def compute(self, maps: torch.Tensor) -> np.ndarray:
-        """Per-image values (N,) float64 (NaN where undefined), ready for :meth:`Metric.update`."""
-        raise NotImplementedError
-
-
-@METRICS.register("sparseness")
-class Sparseness(_MapMetric):
-    """Gini index of ``|a|`` (:func:`sparseness`); tables show it x100."""
-
-    name: ClassVar[str] = "sparseness"
-    higher_is_better: ClassVar[bool] = True
-    params_cls: ClassVar[type[MetricParams]] = ComplexityParams
-
-    def compute(self, maps: torch.Tensor) -> np.ndarray:
-        p = self.params
-        return sparseness(maps, abs_values=p.abs_values, normalise=p.normalise).cpu().numpy()
+def _complexity(inputs: MetricInputs, params: ComplexityParams, wanted: frozenset[str]) -> Scores:
+    """The maps alone, on the CPU (no model pass)."""
+    maps, kw = inputs.maps.cpu(), {"abs_values": params.abs_values, "normalise": params.normalise}
+    out = {
+        "sparseness": lambda: sparseness(maps, **kw),
+        "complexity": lambda: complexity(maps, **kw),
+        "effective_complexity": lambda: effective_complexity(maps, eps=params.eps, **kw),
+    }
+    return {name: to_numpy(fn()) for name, fn in out.items() if name in wanted}
 
 
-@METRICS.register("complexity")
-class Complexity(_MapMetric):
-    """Entropy of ``|a| / sum |a|`` (:func:`complexity`)."""
-
-    name: ClassVar[str] = "complexity"
-    higher_is_better: ClassVar[bool] = False
-    params_cls: ClassVar[type[MetricParams]] = ComplexityParams
-
-    def compute(self, maps: torch.Tensor) -> np.ndarray:
-        p = self.params
-        return complexity(maps, abs_values=p.abs_values, normalise=p.normalise).cpu().numpy()
-
-
-@METRICS.register("effective_complexity")
-class EffectiveComplexity(_MapMetric):
-    """Count of ``|a| > eps`` (:func:`effective_complexity`)."""
-
-    name: ClassVar[str] = "effective_complexity"
-    higher_is_better: ClassVar[bool] = False
-    params_cls: ClassVar[type[MetricParams]] = EffectiveComplexityParams
-
-    def compute(self, maps: torch.Tensor) -> np.ndarray:
-        p = self.params
-        out = effective_complexity(maps, eps=p.eps, abs_values=p.abs_values, normalise=p.normalise)
-        return out.cpu().numpy()
+COMPLEXITY = register(
+    MetricGroup("complexity", "complexity", ComplexityParams, _complexity, needs_model=False),
+    MetricDef(
+        "sparseness",
+        "complexity",
+        True,
+        "complexity",
+        "Sparseness",
+        "Gini index of |a| (Chalasani et al., ICML 2020; Quantus Sparseness); tables show it x100.",
+    ),
+    MetricDef(
+        "complexity",
+        "complexity",
+        False,
+        "complexity",
+        "Complexity",
+        "Entropy of |a| / sum |a| (Bhatt et al., IJCAI 2020; Quantus Complexity).",
+    ),
+    MetricDef(
+        "effective_complexity",
+        "complexity",
+        False,
+        "complexity",
+        "EC",
+        "Effective complexity, the count of |a| > eps (Nguyen & Martinez 2020, sec. 4).",
+    ),
+)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,9 +24,18 @@ from scipy.stats import rankdata
 from torch import nn
 
 from salbench.errors import ConfigError, DataError
-from salbench.methods.base import MethodContext
-from salbench.metrics.base import METRICS, Metric, MetricParams
+from salbench.metrics.base import (
+    METRICS,
+    MetricDef,
+    MetricGroup,
+    MetricInputs,
+    MetricParams,
+    Scores,
+    register,
+    to_numpy,
+)
 from salbench.metrics.engine import chunked_target_probs, target_probs
+from salbench.metrics.perturbation import black_images
 from salbench.scoped import model_mode
 
 Correlation = Literal["spearman", "pearson"]
@@ -245,11 +254,6 @@ def monotonicity(
     return torch.from_numpy(scores)
 
 
-def black_baseline(images: torch.Tensor, context: MethodContext) -> torch.Tensor:
-    """(N,C,H,W) normalised images whose pixels are all 0 (black) under ``context``'s mean/std."""
-    return context.normalize(torch.zeros_like(images))
-
-
 @torch.no_grad()
 def _target_outputs(
     model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, output: str, max_batch: int
@@ -327,41 +331,7 @@ class MonotonicityParams(MetricParams):
     abs_values: bool = True
     eps: float = 1e-5
     grouping: Grouping = "entries"
-
-
-@METRICS.register("monotonicity")
-class Monotonicity(Metric):
-    """Monotonicity correlation (:func:`monotonicity`)."""
-
-    name: ClassVar[str] = "monotonicity"
-    higher_is_better: ClassVar[bool] = True
-    category: ClassVar[str] = "fidelity"
-    params_cls: ClassVar[type[MetricParams]] = MonotonicityParams
-
-    def compute(
-        self,
-        model: nn.Module,
-        images: torch.Tensor,
-        maps: torch.Tensor,
-        targets: torch.Tensor,
-        *,
-        baseline: Baseline | None = None,
-        generator: torch.Generator | None = None,
-        max_batch: int = 256,
-    ) -> np.ndarray:
-        """Per-image values (N,) float64 (NaN where undefined), ready for :meth:`Metric.update`."""
-        kwargs = dataclasses.asdict(self.params)
-        out = monotonicity(
-            model,
-            images,
-            maps,
-            targets,
-            baseline=baseline,
-            generator=generator,
-            max_batch=max_batch,
-            **kwargs,
-        )
-        return out.numpy()
+    max_batch: int = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,29 +341,68 @@ class CompletenessParams(MetricParams):
     output: Literal["logit", "probability"] = "logit"
     atol: float = 1e-4
     rtol: float = 1e-2
+    max_batch: int = 256
 
 
-@METRICS.register("completeness")
-class Completeness(Metric):
-    """Completeness gap ``|sum(a) - (f(x)_c - f(x')_c)|`` (:func:`completeness`); lower is better."""
+def _monotonicity(inputs: MetricInputs, params: MonotonicityParams, wanted: frozenset[str]) -> Scores:
+    values = monotonicity(
+        inputs.model,
+        inputs.images,
+        inputs.maps,
+        inputs.targets,
+        baseline=inputs.baseline,
+        generator=inputs.generator("monotonicity"),
+        **dataclasses.asdict(params),
+    )
+    return {"monotonicity": values.numpy()}
 
-    name: ClassVar[str] = "completeness"
-    higher_is_better: ClassVar[bool] = False
-    category: ClassVar[str] = "fidelity"
-    params_cls: ClassVar[type[MetricParams]] = CompletenessParams
 
-    def compute(
-        self,
-        model: nn.Module,
-        images: torch.Tensor,
-        maps: torch.Tensor,
-        targets: torch.Tensor,
-        baselines: torch.Tensor,
-        *,
-        max_batch: int = 256,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-image ``(gap (N,) float64, holds (N,) bool)``; feed ``gap`` to :meth:`Metric.update`."""
-        gap, holds = completeness(
-            model, images, maps, targets, baselines, max_batch=max_batch, **dataclasses.asdict(self.params)
-        )
-        return gap.cpu().numpy(), holds.cpu().numpy()
+def _completeness(inputs: MetricInputs, params: CompletenessParams, wanted: frozenset[str]) -> Scores:
+    """Gap and verdict from one pass over the images and their baselines (black images by default)."""
+    images = inputs.images
+    baselines = inputs.baselines
+    if baselines is None:  # the study's black image
+        baselines = black_images(images, inputs.mean, inputs.std)
+    gap, holds = completeness(
+        inputs.model, images, inputs.maps, inputs.targets, baselines, **dataclasses.asdict(params)
+    )
+    return {"completeness_gap": to_numpy(gap), "completeness_holds": to_numpy(holds).astype(np.float64)}
+
+
+MONOTONICITY = register(
+    MetricGroup(
+        "monotonicity", "monotonicity", MonotonicityParams, _monotonicity, accepts=("baseline", "generator")
+    ),
+    MetricDef(
+        "monotonicity",
+        "monotonicity",
+        True,
+        "fidelity",
+        "Monotonicity",
+        "Monotonicity correlation (Nguyen & Martinez 2020, sec. 4.3; Quantus 0.6 MonotonicityCorrelation): "
+        "correlation of each group's summed attribution and the squared change of f(x)_c when the group is "
+        "replaced by noise.",
+    ),
+)
+COMPLETENESS = register(
+    MetricGroup("completeness", "completeness", CompletenessParams, _completeness, accepts=("baselines",)),
+    MetricDef(
+        "completeness_gap",
+        "completeness",
+        False,
+        "fidelity",
+        "Compl. gap",
+        "Completeness gap |sum(a) - (f(x)_c - f(x')_c)| against a baseline x' (Sundararajan et al. 2017, "
+        "sec. 3); lower is better.",
+        outputs={"holds": "completeness_holds"},
+    ),
+    MetricDef(
+        "completeness_holds",
+        "completeness",
+        True,
+        "fidelity",
+        "Compl. holds",
+        "Share of images whose completeness gap is within atol + rtol |f(x)_c - f(x')_c|.",
+    ),
+)
+METRICS.alias("completeness", "completeness_gap")

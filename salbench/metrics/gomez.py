@@ -42,15 +42,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal, get_args
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 from torch import nn
 
 from salbench.errors import ConfigError, DataError
-from salbench.metrics.base import METRICS, Metric, MetricParams
+from salbench.metrics.base import MetricDef, MetricGroup, MetricInputs, MetricParams, Scores, register
 from salbench.metrics.engine import ForwardCounter, chunked_target_probs
 from salbench.metrics.perturbation import (
     auc,
@@ -407,132 +407,120 @@ class InsertionParams(DeletionParams):
     filling: Filling = "blur"
 
 
-class GomezMetric(Metric):
-    """Streaming use: :meth:`update_batch` per batch (skipped maps counted), then :meth:`summary`.
-
-    The per-image value of an image is ``scores(...)[name]``; one :meth:`scores` result may also feed
-    several metrics of the same pass through :meth:`update_from_scores` (e.g. DAUC and DC).
-    """
-
-    category: ClassVar[str] = "fidelity"
-
-    def _function(self) -> tuple[Callable[..., dict[str, np.ndarray]], dict[str, Any]]:
-        """The pure function and its keyword arguments for this metric's parameters."""
-        raise NotImplementedError
-
-    def scores(
-        self,
-        model: nn.Module,
-        images: torch.Tensor,
-        maps: torch.Tensor,
-        targets: torch.Tensor,
-        *,
-        mean: Sequence[float],
-        std: Sequence[float],
-        counter: ForwardCounter | None = None,
-    ) -> dict[str, np.ndarray]:
-        """:func:`single_step_scores` or :func:`curve_scores` under this metric's parameters."""
-        function, kwargs = self._function()
-        return function(model, images, maps, targets, mean=mean, std=std, counter=counter, **kwargs)
-
-    def update_from_scores(self, scores: Mapping[str, np.ndarray]) -> None:
-        """Add one batch's outputs; skipped maps count as skipped, NaN values (e.g. DC) as NaN."""
-        skipped = np.asarray(scores["skipped"], dtype=bool)
-        self.update(np.asarray(scores[self.name])[~skipped], skipped=int(skipped.sum()))
-
-    def update_batch(
-        self,
-        model: nn.Module,
-        images: torch.Tensor,
-        maps: torch.Tensor,
-        targets: torch.Tensor,
-        *,
-        mean: Sequence[float],
-        std: Sequence[float],
-        counter: ForwardCounter | None = None,
-    ) -> np.ndarray:
-        """Score one batch and add it to the summary; returns (N,) float64 values, NaN where skipped."""
-        out = self.scores(model, images, maps, targets, mean=mean, std=std, counter=counter)
-        self.update_from_scores(out)
-        return np.asarray(out[self.name], dtype=np.float64)
+_KEPT = frozenset({"iic", "ad_gomez"})
+_SINGLE_OUT = {"base_prob": "base_prob", "kept_prob": "kept_prob", "removed_prob": "removed_prob"}
+_CURVE_OUT = {"curve": "curve", "step_saliency": "step_saliency"}
 
 
-class _SingleStep(GomezMetric):
-    params_cls: ClassVar[type[MetricParams]] = SingleStepParams
-    part: ClassVar[Part]
-
-    def _function(self) -> tuple[Callable[..., dict[str, np.ndarray]], dict[str, Any]]:
-        return single_step_scores, {**dataclasses.asdict(self.params), "parts": (self.part,)}
-
-
-class _Curve(GomezMetric):
-    params_cls: ClassVar[type[MetricParams]] = DeletionParams
-    game: ClassVar[Game]
-
-    def _function(self) -> tuple[Callable[..., dict[str, np.ndarray]], dict[str, Any]]:
-        return curve_scores, {**dataclasses.asdict(self.params), "game": self.game}
-
-
-@METRICS.register("iic")
-class IncreaseInConfidence(_SingleStep):
-    """IIC: share of images with f(x * M + fill * (1 - M))_c > f(x)_c (Gomez et al. 2023, sec. 4)."""
-
-    name: ClassVar[str] = "iic"
-    higher_is_better: ClassVar[bool] = True
-    part: ClassVar[Part] = "kept"
+def _single(inputs: MetricInputs, params: SingleStepParams, wanted: frozenset[str]) -> Scores:
+    """IIC, AD (the ``kept`` image) and ADD (the ``removed`` image) in one chunked pass."""
+    parts = tuple(p for p, need in (("kept", wanted & _KEPT), ("removed", "add" in wanted)) if need)
+    return single_step_scores(
+        inputs.model,
+        inputs.images,
+        inputs.maps,
+        inputs.targets,
+        mean=inputs.mean,
+        std=inputs.std,
+        parts=parts,
+        base_probs=inputs.base_probs,
+        counter=inputs.counter,
+        **dataclasses.asdict(params),
+    )
 
 
-@METRICS.register("ad_gomez")
-class AverageDropGomez(_SingleStep):
-    """AD: mean max(0, Y - O) / Y with Gomez' mask upsampling and filling (no 1e-7, unlike torchcam)."""
+def _curve(game: Game) -> Any:
+    def function(inputs: MetricInputs, params: DeletionParams, wanted: frozenset[str]) -> Scores:
+        """One deletion or insertion game: its AUC and correlation share every curve pass."""
+        return curve_scores(
+            inputs.model,
+            inputs.images,
+            inputs.maps,
+            inputs.targets,
+            game=game,
+            mean=inputs.mean,
+            std=inputs.std,
+            counter=inputs.counter,
+            **dataclasses.asdict(params),
+        )
 
-    name: ClassVar[str] = "ad_gomez"
-    higher_is_better: ClassVar[bool] = False
-    part: ClassVar[Part] = "kept"
-
-
-@METRICS.register("add")
-class AverageDropInDeletion(_SingleStep):
-    """ADD: mean (Y - R) / Y, R with the salient part filled (Gomez et al. 2023, sec. 4)."""
-
-    name: ClassVar[str] = "add"
-    higher_is_better: ClassVar[bool] = True
-    part: ClassVar[Part] = "removed"
-
-
-@METRICS.register("dauc")
-class DeletionAUC(_Curve):
-    """DAUC: area under the deletion curve (Petsiuk et al. 2018, as in Gomez et al. 2023)."""
-
-    name: ClassVar[str] = "dauc"
-    higher_is_better: ClassVar[bool] = False
-    game: ClassVar[Game] = "deletion"
+    return function
 
 
-@METRICS.register("dc")
-class DeletionCorrelation(_Curve):
-    """DC: Pearson correlation of per-step probability drop and removed saliency (Gomez et al. 2023)."""
-
-    name: ClassVar[str] = "dc"
-    higher_is_better: ClassVar[bool] = True
-    game: ClassVar[Game] = "deletion"
-
-
-@METRICS.register("iauc")
-class InsertionAUC(_Curve):
-    """IAUC: area under the insertion curve, blurred start by default (Petsiuk et al. 2018)."""
-
-    name: ClassVar[str] = "iauc"
-    higher_is_better: ClassVar[bool] = True
-    params_cls: ClassVar[type[MetricParams]] = InsertionParams
-    game: ClassVar[Game] = "insertion"
-
-
-@METRICS.register("ic")
-class InsertionCorrelation(_Curve):
-    """IC: Pearson correlation of per-step probability gain and revealed saliency (Gomez et al. 2023)."""
-
-    name: ClassVar[str] = "ic"
-    higher_is_better: ClassVar[bool] = True
-    params_cls: ClassVar[type[MetricParams]] = InsertionParams
-    game: ClassVar[Game] = "insertion"
+GOMEZ_SINGLE = register(
+    MetricGroup("gomez_single", "gomez", SingleStepParams, _single, accepts=("base_probs", "counter")),
+    MetricDef(
+        "iic",
+        "gomez_single",
+        True,
+        "fidelity",
+        "IIC",
+        "Increase in confidence: share of images with f(x M + fill (1 - M))_c > f(x)_c "
+        "(Gomez et al. 2023, sec. 4).",
+        outputs=_SINGLE_OUT,
+    ),
+    MetricDef(
+        "ad_gomez",
+        "gomez_single",
+        False,
+        "fidelity",
+        "AD",
+        "Average drop, mean max(0, Y - O) / Y with Gomez' mask upsampling and filling (no 1e-7, unlike "
+        "torchcam).",
+        outputs=_SINGLE_OUT,
+    ),
+    MetricDef(
+        "add",
+        "gomez_single",
+        True,
+        "fidelity",
+        "ADD",
+        "Average drop in deletion: mean (Y - R) / Y, R with the salient part filled (Gomez et al. 2023).",
+        outputs=_SINGLE_OUT,
+    ),
+)
+GOMEZ_DELETION = register(
+    MetricGroup("gomez_deletion", "gomez", DeletionParams, _curve("deletion"), accepts=("counter",)),
+    MetricDef(
+        "dauc",
+        "gomez_deletion",
+        False,
+        "fidelity",
+        "DAUC",
+        "Area under the deletion curve (Petsiuk et al. 2018, as in Gomez et al. 2023).",
+        outputs=_CURVE_OUT,
+    ),
+    MetricDef(
+        "dc",
+        "gomez_deletion",
+        True,
+        "fidelity",
+        "DC",
+        "Deletion correlation: Pearson correlation of each step's probability drop and removed saliency "
+        "(Gomez et al. 2023).",
+        outputs=_CURVE_OUT,
+    ),
+)
+GOMEZ_INSERTION = register(
+    MetricGroup("gomez_insertion", "gomez", InsertionParams, _curve("insertion"), accepts=("counter",)),
+    MetricDef(
+        "iauc",
+        "gomez_insertion",
+        True,
+        "fidelity",
+        "IAUC",
+        "Area under the insertion curve, blurred start by default (Petsiuk et al. 2018).",
+        outputs=_CURVE_OUT,
+    ),
+    MetricDef(
+        "ic",
+        "gomez_insertion",
+        True,
+        "fidelity",
+        "IC",
+        "Insertion correlation: Pearson correlation of each step's probability gain and revealed saliency "
+        "(Gomez et al. 2023).",
+        outputs=_CURVE_OUT,
+    ),
+)
+GOMEZ_GROUPS = (GOMEZ_SINGLE, GOMEZ_DELETION, GOMEZ_INSERTION)

@@ -20,15 +20,23 @@ Conventions, shared by all functions here:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import ClassVar, Literal
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 from salbench.errors import DataError
-from salbench.metrics.base import METRICS, Metric, MetricParams
+from salbench.metrics.base import (
+    MetricDef,
+    MetricGroup,
+    MetricInputs,
+    MetricParams,
+    Scores,
+    register,
+    to_numpy,
+)
 
 BoxList = Sequence[torch.Tensor | np.ndarray]
 Component = Literal["largest", "all"]
@@ -260,106 +268,87 @@ def iou_mask(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 @dataclasses.dataclass(frozen=True)
-class PointingGameParams(MetricParams):
-    """Pointing-game tolerance in pixels (0: the maximum must lie inside a box)."""
+class LocalizationParams(MetricParams):
+    """Localization parameters.
+
+    Attributes:
+        tolerance: pointing-game tolerance in pixels (0: the maximum must lie inside a box).
+        component: how LE/OM turn the binarised map into a box (:func:`map_boxes`).
+        iou_threshold: None: LE is the numeric ``1 - IoU``; 0.5: ILSVRC's thresholded error.
+    """
 
     tolerance: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalizationErrorParams(MetricParams):
-    """Box rule and optional IoU threshold (None: numeric ``1 - IoU``; 0.5: ILSVRC thresholded)."""
-
     component: Component = "largest"
     iou_threshold: float | None = None
 
 
-class _Localization(Metric):
-    category: ClassVar[str] = "localization"
+def _localization(inputs: MetricInputs, params: LocalizationParams, wanted: frozenset[str]) -> Scores:
+    """Every metric whose regions are given (boxes and/or masks), on the CPU."""
+    m, boxes, masks, out = inputs.maps.cpu(), inputs.boxes, inputs.masks, {}
+    le = {"component": params.component, "iou_threshold": params.iou_threshold}
+    fns: dict[str, Callable[[], torch.Tensor]] = {}
+    if boxes is not None:
+        fns["energy_pointing_game"] = lambda: energy_pointing_game(m, boxes)
+        fns["pointing_game"] = lambda: pointing_game(m, boxes, params.tolerance)
+        fns["localization_error"] = lambda: localization_error(m, boxes, **le)
+        if inputs.correct is not None:
+            fns["official_metric"] = lambda: official_metric(m, boxes, torch.as_tensor(inputs.correct), **le)
+    if masks is not None:
+        masks = torch.as_tensor(masks)
+        fns["energy_pointing_game_mask"] = lambda: energy_pointing_game_mask(m, masks)
+        fns["pointing_game_mask"] = lambda: pointing_game_mask(m, masks)
+        fns["iou_mask"] = lambda: iou_mask(m, masks)
+    for name, fn in fns.items():
+        if name in wanted:
+            out[name] = to_numpy(fn())
+    return out
 
 
-@METRICS.register("energy_pointing_game")
-class EnergyPointingGame(_Localization):
-    """EPG with boxes (:func:`energy_pointing_game`)."""
-
-    name: ClassVar[str] = "energy_pointing_game"
-    higher_is_better: ClassVar[bool] = True
-
-    def compute(self, maps: torch.Tensor, boxes: BoxList) -> np.ndarray:
-        """Per-image values (N,) float64, NaN where undefined."""
-        return energy_pointing_game(maps, boxes).cpu().numpy()
+def _loc(name: str, higher: bool, display: str, doc: str, requires: tuple[str, ...]) -> MetricDef:
+    return MetricDef(name, "localization", higher, "localization", display, doc, requires)
 
 
-@METRICS.register("pointing_game")
-class PointingGame(_Localization):
-    """SPG with boxes (:func:`pointing_game`)."""
-
-    name: ClassVar[str] = "pointing_game"
-    higher_is_better: ClassVar[bool] = True
-    params_cls: ClassVar[type[MetricParams]] = PointingGameParams
-
-    def compute(self, maps: torch.Tensor, boxes: BoxList) -> np.ndarray:
-        """Per-image hits (N,) float64 in {0, 1}, NaN where undefined."""
-        return pointing_game(maps, boxes, self.params.tolerance).cpu().numpy()
-
-
-@METRICS.register("localization_error")
-class LocalizationError(_Localization):
-    """LE (:func:`localization_error`)."""
-
-    name: ClassVar[str] = "localization_error"
-    higher_is_better: ClassVar[bool] = False
-    params_cls: ClassVar[type[MetricParams]] = LocalizationErrorParams
-
-    def compute(self, maps: torch.Tensor, boxes: BoxList) -> np.ndarray:
-        """Per-image values (N,) float64, NaN where undefined."""
-        return localization_error(maps, boxes, **dataclasses.asdict(self.params)).cpu().numpy()
-
-
-@METRICS.register("official_metric")
-class OfficialMetric(_Localization):
-    """OM (:func:`official_metric`)."""
-
-    name: ClassVar[str] = "official_metric"
-    higher_is_better: ClassVar[bool] = False
-    params_cls: ClassVar[type[MetricParams]] = LocalizationErrorParams
-
-    def compute(self, maps: torch.Tensor, boxes: BoxList, correct: torch.Tensor) -> np.ndarray:
-        """Per-image values (N,) float64, NaN where undefined."""
-        return official_metric(maps, boxes, correct, **dataclasses.asdict(self.params)).cpu().numpy()
-
-
-@METRICS.register("energy_pointing_game_mask")
-class EnergyPointingGameMask(_Localization):
-    """EPG with object masks (:func:`energy_pointing_game_mask`)."""
-
-    name: ClassVar[str] = "energy_pointing_game_mask"
-    higher_is_better: ClassVar[bool] = True
-
-    def compute(self, maps: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
-        """Per-image values (N,) float64, NaN where undefined."""
-        return energy_pointing_game_mask(maps, masks).cpu().numpy()
-
-
-@METRICS.register("pointing_game_mask")
-class PointingGameMask(_Localization):
-    """SPG with object masks (:func:`pointing_game_mask`)."""
-
-    name: ClassVar[str] = "pointing_game_mask"
-    higher_is_better: ClassVar[bool] = True
-
-    def compute(self, maps: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
-        """Per-image hits (N,) float64 in {0, 1}, NaN where undefined."""
-        return pointing_game_mask(maps, masks).cpu().numpy()
-
-
-@METRICS.register("iou_mask")
-class IoUMask(_Localization):
-    """IoU of the binarised map with the object mask (:func:`iou_mask`)."""
-
-    name: ClassVar[str] = "iou_mask"
-    higher_is_better: ClassVar[bool] = True
-
-    def compute(self, maps: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
-        """Per-image values (N,) float64, NaN where undefined."""
-        return iou_mask(maps, masks).cpu().numpy()
+LOCALIZATION = register(
+    MetricGroup(
+        "localization",
+        "localization",
+        LocalizationParams,
+        _localization,
+        needs_model=False,
+        accepts=("boxes", "masks", "correct"),
+    ),
+    _loc(
+        "energy_pointing_game",
+        True,
+        "EPG",
+        "Energy pointing game (Score-CAM, sec. 4.3): share of saliency inside the boxes.",
+        ("boxes",),
+    ),
+    _loc(
+        "pointing_game",
+        True,
+        "SPG",
+        "Pointing game (Zhang et al., ECCV 2016): the maximum lies in a box.",
+        ("boxes",),
+    ),
+    _loc(
+        "localization_error",
+        False,
+        "LE",
+        "Localization error: 1 - max IoU of the binarised map's box "
+        "with a ground-truth box (ILSVRC; Grad-CAM sec. 4.1).",
+        ("boxes",),
+    ),
+    _loc(
+        "official_metric",
+        False,
+        "OM",
+        "Official metric: LE for correctly classified images, 1 otherwise.",
+        ("boxes", "correct"),
+    ),
+    _loc("energy_pointing_game_mask", True, "EPG (mask)", "EPG with the object mask as region.", ("masks",)),
+    _loc(
+        "pointing_game_mask", True, "SPG (mask)", "Pointing game with the object mask as region.", ("masks",)
+    ),
+    _loc("iou_mask", True, "IoU (mask)", "IoU of the binarised map with the object mask.", ("masks",)),
+)

@@ -4,7 +4,7 @@ Two layers:
 
 * :func:`recognition_scores` computes every per-image term for one batch of images and one method's
   maps in a single chunked pass through the model (no Python loop over images around a model call).
-* Metric classes registered in :data:`~salbench.metrics.base.METRICS` aggregate those terms
+* the ``recognition`` group (:data:`RECOGNITION`) declares the five metrics it computes
   (``average_drop``, ``average_increase``, ``average_gain``, ``insertion``, ``deletion``).
 
 Definitions, with Y = f(x)_c (stage-1 probability of target c) and O = f(x * m)_c:
@@ -25,14 +25,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 from torch import nn
 
 from salbench.errors import ConfigError, DataError
-from salbench.metrics.base import METRICS, Metric, MetricParams
+from salbench.metrics.base import MetricDef, MetricGroup, MetricInputs, MetricParams, Scores, register
 from salbench.metrics.engine import ForwardCounter, chunked_target_probs
 from salbench.metrics.perturbation import (
     KernelConstruction,
@@ -318,83 +318,81 @@ class RecognitionParams(MetricParams):
         return dataclasses.asdict(self)
 
 
-class RecognitionMetric(Metric):
-    """Aggregates one per-image output of :func:`recognition_scores` (its ``score_key``)."""
-
-    category: ClassVar[str] = "recognition"
-    params_cls: ClassVar[type[MetricParams]] = RecognitionParams
-    score_key: ClassVar[str]
-
-    def update_from_scores(self, scores: Mapping[str, np.ndarray]) -> None:
-        """Add the terms of one :func:`recognition_scores` result; skipped images count as skipped."""
-        skipped = np.asarray(scores["skipped"], dtype=bool)
-        self.update(np.asarray(scores[self.score_key])[~skipped], skipped=int(skipped.sum()))
-
-
-@METRICS.register("average_drop")
-class AverageDrop(RecognitionMetric):
-    """Average Drop, mean of max(0, Y - O) / Y (Grad-CAM++ eq. 19); tables show 100 - AD."""
-
-    name = "average_drop"
-    higher_is_better = False
-    score_key = "average_drop"
+def _recognition(inputs: MetricInputs, params: RecognitionParams, wanted: frozenset[str]) -> Scores:
+    """The recognition group: every term of :func:`recognition_scores` in one chunked program."""
+    return recognition_scores(
+        inputs.model,
+        inputs.images,
+        inputs.maps,
+        inputs.targets,
+        mean=inputs.mean,
+        std=inputs.std,
+        base_probs=inputs.base_probs,
+        curves=True,
+        cache=inputs.cache,
+        ids=inputs.ids if inputs.cache is not None else None,
+        counter=inputs.counter,
+        **params.as_kwargs(),
+    )
 
 
-@METRICS.register("average_increase")
-class AverageIncrease(RecognitionMetric):
-    """Average Increase (increase in confidence), mean of 1[Y < O] (Grad-CAM++ sec. 5.1)."""
-
-    name = "average_increase"
-    higher_is_better = True
-    score_key = "average_increase"
-
-
-@METRICS.register("average_gain")
-class AverageGain(RecognitionMetric):
-    """Average Gain, mean of max(0, O - Y) / (1 - Y) (Opti-CAM)."""
-
-    name = "average_gain"
-    higher_is_better = True
-    score_key = "average_gain"
-
-
-class CurveMetric(RecognitionMetric):
-    """A recognition metric that also keeps every image's probability curve, in update order."""
-
-    curve_key: ClassVar[str]
-
-    def reset(self) -> None:
-        super().reset()
-        self._curves: list[np.ndarray] = []
-
-    def update_from_scores(self, scores: Mapping[str, np.ndarray]) -> None:
-        """Add the AUCs and, when present, the curves (skipped images' NaN curves are kept too)."""
-        super().update_from_scores(scores)
-        if self.curve_key in scores:
-            self._curves.append(np.asarray(scores[self.curve_key], dtype=np.float64))
-
-    def curves(self) -> np.ndarray:
-        """(images, n_steps+1) curves added so far (all updates must share n_steps)."""
-        if not self._curves:
-            return np.empty((0, 0))
-        return np.concatenate(self._curves, axis=0)
-
-
-@METRICS.register("insertion")
-class Insertion(CurveMetric):
-    """Insertion AUC (RISE): blurred image, most salient pixels revealed first."""
-
-    name = "insertion"
-    higher_is_better = True
-    score_key = "insertion"
-    curve_key = "insertion_curve"
-
-
-@METRICS.register("deletion")
-class Deletion(CurveMetric):
-    """Deletion AUC (RISE): most salient pixels replaced by the substrate first; tables show 100 - D."""
-
-    name = "deletion"
-    higher_is_better = False
-    score_key = "deletion"
-    curve_key = "deletion_curve"
+_PROBS = {"base_prob": "base_prob", "masked_prob": "masked_prob"}
+RECOGNITION = register(
+    MetricGroup(
+        "recognition",
+        "recognition",
+        RecognitionParams,
+        _recognition,
+        accepts=("base_probs", "cache", "ids", "counter"),
+        aux=("base_prob", "masked_prob"),
+        arrays={"insertion": "insertion_curve", "deletion": "deletion_curve"},
+    ),
+    MetricDef(
+        "average_drop",
+        "recognition",
+        False,
+        "recognition",
+        "AD",
+        "Average Drop, mean of max(0, Y - O) / Y (Chattopadhyay et al., Grad-CAM++, WACV 2018, eq. 19); "
+        "tables show 100 - AD.",
+        outputs=_PROBS,
+    ),
+    MetricDef(
+        "average_increase",
+        "recognition",
+        True,
+        "recognition",
+        "AI",
+        "Average Increase (increase in confidence), mean of 1[Y < O] (Grad-CAM++, sec. 5.1).",
+        outputs=_PROBS,
+    ),
+    MetricDef(
+        "average_gain",
+        "recognition",
+        True,
+        "recognition",
+        "AG",
+        "Average Gain, mean of max(0, O - Y) / (1 - Y) (Zhang et al., Opti-CAM, 2023).",
+        outputs=_PROBS,
+    ),
+    MetricDef(
+        "insertion",
+        "recognition",
+        True,
+        "recognition",
+        "I",
+        "Insertion AUC (Petsiuk et al., RISE, BMVC 2018, sec. 4.1): blurred image, most salient pixels "
+        "revealed first.",
+        outputs={**_PROBS, "curve": "insertion_curve"},
+    ),
+    MetricDef(
+        "deletion",
+        "recognition",
+        False,
+        "recognition",
+        "D",
+        "Deletion AUC (RISE, sec. 4.1): most salient pixels replaced by the substrate first; tables show "
+        "100 - D.",
+        outputs={**_PROBS, "curve": "deletion_curve"},
+    ),
+)

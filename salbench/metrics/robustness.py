@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from salbench.errors import ConfigError, DataError
-from salbench.metrics.base import METRICS, Metric, MetricParams
+from salbench.metrics.base import MetricDef, MetricGroup, MetricInputs, MetricParams, Scores, register
 from salbench.scoped import frozen_parameters, model_mode
 
 Explain = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -165,41 +165,55 @@ class SensitivityParams(MetricParams):
     nr_samples: int = 10
     lower_bound: float = 0.2
     abs_values: bool = True
+    explainer: Literal["gradient", "method"] = "gradient"
+    """Who re-explains the noisy inputs: plain gradients (acml2024) or the method under test (reference)."""
 
 
-class _Sensitivity(Metric):
-    category: ClassVar[str] = "robustness"
-    higher_is_better: ClassVar[bool] = False
-    params_cls: ClassVar[type[MetricParams]] = SensitivityParams
-    _reduce: ClassVar[Callable[..., torch.Tensor]]
-
-    def compute(
-        self,
-        maps: torch.Tensor,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        explain: Explain,
-        *,
-        perturb: Perturb | None = None,
-        generator: torch.Generator | None = None,
-    ) -> np.ndarray:
-        """Per-image values (N,) float64 (NaN where undefined), ready for :meth:`Metric.update`."""
-        kwargs = dataclasses.asdict(self.params)
-        reduce = type(self)._reduce
-        return reduce(maps, images, targets, explain, perturb=perturb, generator=generator, **kwargs).numpy()
-
-
-@METRICS.register("max_sensitivity")
-class MaxSensitivity(_Sensitivity):
-    """Max-Sensitivity (:func:`max_sensitivity`)."""
-
-    name: ClassVar[str] = "max_sensitivity"
-    _reduce = staticmethod(max_sensitivity)
+def _sensitivity(inputs: MetricInputs, params: SensitivityParams, wanted: frozenset[str]) -> Scores:
+    """Max- and Avg-Sensitivity from the same re-explained noisy inputs."""
+    explain = inputs.explain
+    if explain is None:
+        if params.explainer == "method":
+            raise ConfigError("sensitivity: explainer 'method' needs the method under test as explain=")
+        explain = saliency_explainer(inputs.model)  # acml2024: quantus.explain(method="Saliency")
+    ratios = sensitivity_ratios(
+        inputs.maps,
+        inputs.images,
+        inputs.targets,
+        explain,
+        nr_samples=params.nr_samples,
+        lower_bound=params.lower_bound,
+        abs_values=params.abs_values,
+        perturb=inputs.perturb,
+        generator=inputs.generator("sensitivity"),
+    )
+    r = ratios.cpu().numpy().astype(np.float64)
+    return {"max_sensitivity": nan_reduce(r, np.nanmax), "avg_sensitivity": nan_reduce(r, np.nanmean)}
 
 
-@METRICS.register("avg_sensitivity")
-class AvgSensitivity(_Sensitivity):
-    """Avg-Sensitivity (:func:`avg_sensitivity`)."""
-
-    name: ClassVar[str] = "avg_sensitivity"
-    _reduce = staticmethod(avg_sensitivity)
+SENSITIVITY = register(
+    MetricGroup(
+        "sensitivity",
+        "sensitivity",
+        SensitivityParams,
+        _sensitivity,
+        accepts=("explain", "perturb", "generator"),
+    ),
+    MetricDef(
+        "max_sensitivity",
+        "sensitivity",
+        False,
+        "robustness",
+        "MS",
+        "Max-Sensitivity (Yeh et al., NeurIPS 2019, eq. 4, normalised by ||a|| as Bhatt et al. 2020): the "
+        "largest ||a - a'||_F / ||a||_F over noisy copies of the input.",
+    ),
+    MetricDef(
+        "avg_sensitivity",
+        "sensitivity",
+        False,
+        "robustness",
+        "AS",
+        "Avg-Sensitivity (Bhatt et al., IJCAI 2020): the mean of ||a - a'||_F / ||a||_F over noisy copies.",
+    ),
+)

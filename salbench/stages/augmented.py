@@ -26,7 +26,7 @@ from salbench.progress import progress as progress_bar
 from salbench.stages.diagnostics import run_diagnostics
 from salbench.stages.evaluate import evaluate
 from salbench.stages.generate import generate
-from salbench.stages.kinds import RECOGNITION
+from salbench.stages.kinds import RECOGNITION_KIND
 from salbench.stages.workspace import Workspace
 from salbench.store.layout import RunLayout
 from salbench.store.outputs import write_csv
@@ -135,7 +135,7 @@ def run_evaluate(
             log.warning("%s: not materialised; run augmented/generate.py first", variant.name)
             continue
         vws = variant_workspace(ws, variant, ArrayImages(folder), ws.cfg.run.label_sets)
-        evaluate(vws, RECOGNITION, methods, progress)
+        evaluate(vws, RECOGNITION_KIND, methods, progress)
     return write_summary(ws)
 
 

@@ -15,7 +15,6 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,10 @@ import torch
 
 from salbench.data.sources import load_boxes, load_mask
 from salbench.metrics import METRICS
+from salbench.metrics.base import finite_mean
 from salbench.progress import progress as progress_bar
 from salbench.stages.diagnostics import read_targets
+from salbench.stages.kinds import Kind, compute_kind, make_state
 from salbench.stages.workspace import Workspace
 from salbench.store.maps import MapStore
 from salbench.store.outputs import atomic_path, write_csv, write_run_record
@@ -65,24 +66,6 @@ class Batch:
             masks = [load_mask(ws.data, r) for r in recs] if ws.data.masks is not None else [None]
             self._extras["masks"] = None if any(m is None for m in masks) else torch.stack(masks)
         return self._extras["masks"]
-
-
-# compute(ws, batch, method_id, maps (B,H,W) on device, state) -> (per-image columns, per-image arrays)
-Compute = Callable[
-    [Workspace, Batch, str, torch.Tensor, dict], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
-]
-
-
-@dataclasses.dataclass(frozen=True)
-class Kind:
-    """One evaluation script: its output suffix, per-image columns summarised, and computation."""
-
-    name: str
-    compute: Compute
-    summarised: tuple[str, ...]
-    make_state: Callable[[Workspace, str], dict] = lambda ws, label_set: {}
-    directions: Mapping[str, bool] = dataclasses.field(default_factory=dict)
-    """``higher_is_better`` of summarised columns that are not registered metric ids."""
 
 
 def available_methods(ws: Workspace, label_set: str) -> list[str]:
@@ -145,22 +128,17 @@ def summary_rows(
     label_set: str,
     method: str,
     frame: pd.DataFrame,
-    columns: Iterable[str],
+    kind: Kind,
     augmentation: str = "none",
     variant: str = "",
-    directions: Mapping[str, bool] | None = None,
 ) -> list[dict]:
-    """Tidy results rows (mean over finite per-image values) for the summarised columns.
-
-    ``higher_is_better`` is the registered metric's, else ``directions[col]`` (default True).
-    """
+    """Tidy results rows of ``kind``'s summarised columns: mean over the finite per-image values,
+    ``n_images`` of them, ``n_skipped`` the others; the direction of the column's metric."""
     rows = []
-    for col in columns:
+    for col, metric in kind.columns.items():
         if col not in frame:
             continue
-        vals = pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64)
-        finite = np.isfinite(vals)
-        hib = METRICS.get(col).higher_is_better if col in METRICS else (directions or {}).get(col, True)
+        value, n, n_other = finite_mean(pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64))
         rows.append(
             {
                 "model": ws.cfg.model.name,
@@ -170,10 +148,10 @@ def summary_rows(
                 "augmentation": augmentation,
                 "variant": variant,
                 "metric": col,
-                "value": float(vals[finite].mean()) if finite.any() else float("nan"),
-                "n_images": int(finite.sum()),
-                "n_skipped": int((~finite).sum()),
-                "higher_is_better": bool(hib),
+                "value": value,
+                "n_images": n,
+                "n_skipped": n_other,
+                "higher_is_better": METRICS.get(metric).higher_is_better,
                 "protocol": ws.cfg.run.protocol,
             }
         )
@@ -219,9 +197,7 @@ def evaluate(
                 if m in pending
                 else pd.read_csv(final, dtype={"image_id": str})
             )
-            all_rows += summary_rows(
-                ws, label_set, m, frame, kind.summarised, ws.augmentation, ws.variant, kind.directions
-            )
+            all_rows += summary_rows(ws, label_set, m, frame, kind, ws.augmentation, ws.variant)
     upsert_results(ws.layout.results_csv, all_rows)
     return all_rows
 
@@ -238,7 +214,7 @@ def _run_batches(
     )
     stores = {m: MapStore.read_only(ws.layout.maps(label_set, m)) for m in methods}
     seconds: dict[str, float] = defaultdict(float)
-    state = kind.make_state(ws, label_set)
+    state = make_state(kind, ws, label_set)
     dev = ws.runtime.torch_device
     for b in progress_bar(range(n_batches), f"{kind.name} {label_set}", enabled=progress):
         todo = [m for m in methods if not _part_paths(ws, label_set, m, kind.name, b)[0].is_file()]
@@ -258,7 +234,49 @@ def _run_batches(
         for m in todo:
             t0 = time.perf_counter()
             maps = torch.from_numpy(stores[m].read(rows)).to(dev)
-            columns, arrays = kind.compute(ws, batch, m, maps, state)
+            columns, arrays = compute_kind(kind, ws, batch, m, maps, state)
             _write_part(*_part_paths(ws, label_set, m, kind.name, b), batch, columns, arrays)
             seconds[m] += time.perf_counter() - t0
     return dict(seconds)
+
+
+def evaluation_parser(description: str):
+    """Parser of an evaluation script: common flags + ``--method`` (map store ids)."""
+    from salbench.stages.cli import common_parser
+
+    p = common_parser(description)
+    p.add_argument("--method", nargs="+", help="map store ids to evaluate (default: every complete store)")
+    return p
+
+
+def run_evaluation_script(args: Any, kind_name: str) -> int:
+    """Body of every evaluation script: config -> workspace -> evaluate -> printed summary."""
+    from salbench.stages.cli import config_from_args, configure_logging
+    from salbench.stages.kinds import KINDS
+    from salbench.stages.workspace import open_workspace
+
+    configure_logging(args.verbose)
+    ws = open_workspace(config_from_args(args))
+    rows = evaluate(ws, KINDS[kind_name], args.method)
+    for r in rows:
+        print(
+            f"{r['label_set']:12s} {r['method']:34s} {r['metric']:26s} {r['value']:10.4f} (n={r['n_images']})"
+        )
+    print(
+        f"per-image CSVs under {ws.layout.model_dir / 'evaluation'}; summary rows in {ws.layout.results_csv}"
+    )
+    return 0
+
+
+def evaluation_script(doc: str, kind_name: str):
+    """``(build_parser, main)`` of an evaluation script for ``kind_name``."""
+    from salbench.stages.cli import entry
+
+    def build_parser():
+        return evaluation_parser(doc.splitlines()[0])
+
+    @entry
+    def main(argv: list[str] | None = None) -> int:
+        return run_evaluation_script(build_parser().parse_args(argv), kind_name)
+
+    return build_parser, main

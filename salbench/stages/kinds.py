@@ -1,81 +1,115 @@
-"""The evaluation kinds of stage 3, as (per-batch compute, summarised columns) pairs.
+"""The evaluation kinds of stage 3, declared as the metric groups each one computes.
 
-Parameters come from the config's ``metrics`` section (protocol preset < config file):
-``recognition`` (step, substrate, blur), ``monotonicity``, ``sensitivity`` (``explainer``:
-``gradient`` = the acml2024 plain-gradient re-explanation, ``method`` = re-run the method under test as
-the reference protocol does), ``completeness``, ``localization``, ``gomez`` (``clamp_mask``,
-``bound_max_step``, ``max_step_nb``; absent: the saliency-maps-metrics package defaults).
+A kind is what one evaluation script computes: ``recognition`` (AD, AI, AG, insertion, deletion),
+``complexity`` (monotonicity, sensitivity, sparseness, complexity, effective complexity, completeness),
+``localization`` and ``gomez`` (Gomez et al.'s metrics for both fillings). It lists group runs; every
+run goes through :func:`salbench.metrics.compute` with the group's parameters from the config section
+``metrics.<section>`` (protocol preset < config file; the run's ``max_batch``). Per-image columns are
+named after the metrics (plus a suffix, e.g. ``iic_black``), directions come from the metric
+declarations.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from salbench.errors import ConfigError
 from salbench.methods import SaliencyMethod
-from salbench.metrics import METRICS
-from salbench.metrics.complexity import complexity, effective_complexity, sparseness
-from salbench.metrics.fidelity import black_baseline, completeness, monotonicity
-from salbench.metrics.gomez import (
-    FILLINGS,
-    DeletionParams,
-    SingleStepParams,
-    curve_scores,
-    single_step_scores,
-)
-from salbench.metrics.localization import (
-    energy_pointing_game,
-    energy_pointing_game_mask,
-    iou_mask,
-    localization_error,
-    official_metric,
-    pointing_game,
-    pointing_game_mask,
-)
-from salbench.metrics.recognition import RecognitionParams, StartCache, recognition_scores
-from salbench.metrics.robustness import nan_reduce, saliency_explainer, sensitivity_ratios
-from salbench.stages.evaluate import Batch, Kind
+from salbench.metrics import METRICS, MetricGroup, MetricInputs, MetricParams, compute
+from salbench.metrics.complexity import COMPLEXITY
+from salbench.metrics.fidelity import COMPLETENESS, MONOTONICITY
+from salbench.metrics.gomez import FILLINGS, GOMEZ_GROUPS
+from salbench.metrics.localization import LOCALIZATION
+from salbench.metrics.recognition import RECOGNITION, StartCache
+from salbench.metrics.robustness import SENSITIVITY
 from salbench.stages.generate import batch_generator
 from salbench.stages.workspace import Workspace
 from salbench.store.maps import MapStore
 
-RECOGNITION_COLUMNS = ("average_drop", "average_increase", "average_gain", "insertion", "deletion")
+
+@dataclasses.dataclass(frozen=True)
+class GroupRun:
+    """One group computed by a kind: ``suffix`` is appended to its column names, ``fixed`` parameters are
+    set by the kind (not the config), e.g. the Gomez filling."""
+
+    group: MetricGroup
+    suffix: str = ""
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _np(t: torch.Tensor | np.ndarray) -> np.ndarray:
-    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """An evaluation kind: its output suffix and the group runs it computes, in order.
+
+    Attributes:
+        name: ``<method>_<name>.csv`` per image.
+        runs: group runs.
+        base: ``diagnostics``: Y = the stage-1 probability of the target; ``computed``: f(x)_c computed by
+            the first run that needs it and shared by the later ones.
+    """
+
+    name: str
+    runs: tuple[GroupRun, ...]
+    base: Literal["diagnostics", "computed"] = "diagnostics"
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Summarised per-image columns -> their metric id: metric-major, then the runs' suffixes."""
+        out: dict[str, str] = {}
+        metrics = dict.fromkeys(m for r in self.runs for m in r.group.metrics)
+        for m in metrics:
+            for r in self.runs:
+                if m in r.group.metrics:
+                    out[f"{m}{r.suffix}"] = m
+        return out
+
+    def accepts(self, name: str) -> bool:
+        """Whether one of its groups reads the :class:`MetricInputs` field ``name``."""
+        return any(name in r.group.accepts for r in self.runs)
+
+    def params(self, ws: Workspace) -> tuple[MetricParams, ...]:
+        """Each run's parameters from its config section, the run's ``max_batch`` and its fixed values.
+
+        Raises:
+            ConfigError: a key of a section that none of the kind's groups of that section knows.
+        """
+        sections: dict[str, set[str]] = {}
+        for r in self.runs:
+            sections.setdefault(r.group.section, set()).update(
+                f.name for f in dataclasses.fields(r.group.params_cls)
+            )
+        for section, names in sections.items():
+            unknown = sorted(set(ws.cfg.metric_params(section)) - names - {"max_batch"})
+            if unknown:
+                allowed = ", ".join(sorted(names - {"max_batch"}))
+                raise ConfigError(f"unknown config key 'metrics.{section}.{unknown[0]}'; allowed: {allowed}")
+        out = []
+        for r in self.runs:
+            names = {f.name for f in dataclasses.fields(r.group.params_cls)}
+            values = {k: v for k, v in ws.cfg.metric_params(r.group.section).items() if k in names}
+            if "max_batch" in names:
+                values["max_batch"] = ws.cfg.run.max_batch
+            out.append(r.group.params({**values, **r.fixed}, f"config section 'metrics.{r.group.section}'"))
+        return tuple(out)
 
 
-def _recognition_state(ws: Workspace, label_set: str) -> dict:
-    return {"cache": StartCache(), "params": RecognitionParams(**ws.cfg.metric_params("recognition"))}
-
-
-def _recognition(ws: Workspace, batch: Batch, method: str, maps: torch.Tensor, state: dict):
-    params: RecognitionParams = state["params"]
-    kwargs = params.as_kwargs()
-    kwargs["max_batch"] = ws.cfg.run.max_batch
-    out = recognition_scores(
-        ws.model,
-        batch.images,
-        maps,
-        batch.targets,
-        mean=ws.context.mean,
-        std=ws.context.std,
-        base_probs=batch.base_probs,
-        curves=True,
-        cache=state["cache"],
-        ids=batch.ids,
-        **kwargs,
-    )
-    cols = {k: out[k] for k in ("base_prob", "masked_prob", *RECOGNITION_COLUMNS)}
-    return cols, {"insertion": out["insertion_curve"], "deletion": out["deletion_curve"]}
-
-
-RECOGNITION = Kind("recognition", _recognition, RECOGNITION_COLUMNS, _recognition_state)
+RECOGNITION_KIND = Kind("recognition", (GroupRun(RECOGNITION),))
+COMPLEXITY_KIND = Kind(
+    "complexity",
+    (GroupRun(MONOTONICITY), GroupRun(SENSITIVITY), GroupRun(COMPLEXITY), GroupRun(COMPLETENESS)),
+)
+LOCALIZATION_KIND = Kind("localization", (GroupRun(LOCALIZATION),))
+GOMEZ_KIND = Kind(
+    "gomez",
+    tuple(GroupRun(g, f"_{f}", {"filling": f}) for f in FILLINGS for g in GOMEZ_GROUPS),
+    base="computed",
+)
+KINDS = {k.name: k for k in (RECOGNITION_KIND, COMPLEXITY_KIND, LOCALIZATION_KIND, GOMEZ_KIND)}
 
 
 def method_from_store(ws: Workspace, store_path: Any, progress: bool = False) -> SaliencyMethod:
@@ -87,211 +121,62 @@ def method_from_store(ws: Workspace, store_path: Any, progress: bool = False) ->
     return method
 
 
-def _complexity_state(ws: Workspace, label_set: str) -> dict:
-    sens = ws.cfg.metric_params("sensitivity")
+def make_state(kind: Kind, ws: Workspace, label_set: str) -> dict[str, Any]:
+    """What a kind keeps across the batches of one label set: parameters, shared passes, re-explainers."""
+    params = kind.params(ws)
+    reexplain = any(r.group is SENSITIVITY and p.explainer == "method" for r, p in zip(kind.runs, params))
     return {
         "label_set": label_set,
+        "params": params,
+        "cache": StartCache(),
+        "reexplain": reexplain,
         "methods": {},
-        "monotonicity": ws.cfg.metric_params("monotonicity"),
-        "explainer": sens.pop("explainer", "gradient"),
-        "sensitivity": sens,
-        "completeness": ws.cfg.metric_params("completeness"),
-        "complexity": ws.cfg.metric_params("complexity"),
     }
 
 
-def _complexity(ws: Workspace, batch: Batch, method: str, maps: torch.Tensor, state: dict):
-    mb = ws.cfg.run.max_batch
-    mono = monotonicity(
-        ws.model,
-        batch.images,
-        maps,
-        batch.targets,
-        max_batch=mb,
-        generator=batch_generator(ws, f"monotonicity:{method}", batch.index),
-        **state["monotonicity"],
+def _reexplainer(ws: Workspace, batch: Any, method: str, state: dict[str, Any]):
+    """The method under test, prepared once per label set, with this batch's own generator."""
+    if method not in state["methods"]:
+        state["methods"][method] = method_from_store(ws, ws.layout.maps(state["label_set"], method))
+    explainer, g = state["methods"][method], batch_generator(ws, f"reexplain:{method}", batch.index)
+    return lambda x, t: explainer(x, t, g)
+
+
+def compute_kind(
+    kind: Kind, ws: Workspace, batch: Any, method: str, maps: torch.Tensor, state: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One method's per-image columns (aux outputs first, then :attr:`Kind.columns`) and arrays for one
+    batch (:class:`salbench.stages.evaluate.Batch`)."""
+    inputs = MetricInputs(
+        maps=maps,
+        images=batch.images,
+        targets=batch.targets,
+        model=ws.model,
+        mean=ws.context.mean,
+        std=ws.context.std,
+        base_probs=batch.base_probs if kind.base == "diagnostics" else None,
+        boxes=batch.boxes(ws) if kind.accepts("boxes") else None,
+        masks=batch.masks(ws) if kind.accepts("masks") else None,
+        correct=torch.as_tensor(batch.correct) if kind.accepts("correct") else None,
+        ids=batch.ids,
+        cache=state["cache"],
+        generator=lambda key: batch_generator(ws, f"{key}:{method}", batch.index),
+        explain=_reexplainer(ws, batch, method, state) if state["reexplain"] else None,
     )
-    if state["explainer"] == "method":
-        if method not in state["methods"]:  # prepared once per method, reused by every batch
-            state["methods"][method] = method_from_store(ws, ws.layout.maps(state["label_set"], method))
-        explainer = state["methods"][method]
-        g = batch_generator(ws, f"reexplain:{method}", batch.index)
-        explain = lambda x, t: explainer(x, t, g)  # noqa: E731
-    else:
-        explain = saliency_explainer(ws.model)
-    ratios = sensitivity_ratios(
-        maps,
-        batch.images,
-        batch.targets,
-        explain,
-        generator=batch_generator(ws, f"sensitivity:{method}", batch.index),
-        **state["sensitivity"],
-    )
-    r = _np(ratios).astype(np.float64)
-    ms, avg = nan_reduce(r, np.nanmax), nan_reduce(r, np.nanmean)
-    gap, holds = completeness(
-        ws.model,
-        batch.images,
-        maps,
-        batch.targets,
-        black_baseline(batch.images, ws.context),
-        max_batch=mb,
-        **state["completeness"],
-    )
-    cx = state["complexity"]
-    cols = {
-        "monotonicity": _np(mono),
-        "max_sensitivity": ms,
-        "avg_sensitivity": avg,
-        "sparseness": _np(sparseness(maps, **{k: v for k, v in cx.items() if k != "eps"})),
-        "complexity": _np(complexity(maps, **{k: v for k, v in cx.items() if k not in ("eps", "shift")})),
-        "effective_complexity": _np(
-            effective_complexity(maps, **{k: v for k, v in cx.items() if k != "shift"})
-        ),
-        "completeness_gap": _np(gap),
-        "completeness_holds": _np(holds).astype(np.float64),
-    }
-    return cols, {}
+    scores: dict[str, np.ndarray] = {}
+    aux: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for run, params in zip(kind.runs, state["params"]):
+        out = compute(run.group, inputs, params)
+        if kind.base == "computed" and inputs.base_probs is None and "base_prob" in out:
+            inputs = dataclasses.replace(inputs, base_probs=torch.from_numpy(out["base_prob"]))
+        scores |= {f"{m}{run.suffix}": out[m] for m in run.group.metrics if m in out}
+        aux |= {f"{k}{run.suffix}": out[k] for k in run.group.aux}
+        arrays |= {f"{k}{run.suffix}": out[v] for k, v in run.group.arrays.items()}
+    columns = {c: np.asarray(scores[c]) for c in kind.columns if c in scores}
+    return {**aux, **columns}, arrays
 
 
-COMPLEXITY = Kind(
-    "complexity",
-    _complexity,
-    (
-        "monotonicity",
-        "max_sensitivity",
-        "avg_sensitivity",
-        "sparseness",
-        "complexity",
-        "effective_complexity",
-        "completeness_gap",
-        "completeness_holds",
-    ),
-    _complexity_state,
-    {"completeness_gap": False, "completeness_holds": True},
-)
-
-
-def _localization(ws: Workspace, batch: Batch, method: str, maps: torch.Tensor, state: dict):
-    params = ws.cfg.metric_params("localization")
-    cols: dict[str, np.ndarray] = {}
-    boxes = batch.boxes(ws)
-    m = maps.cpu()
-    if boxes is not None:
-        correct = torch.as_tensor(batch.correct)
-        cols["energy_pointing_game"] = _np(energy_pointing_game(m, boxes))
-        cols["pointing_game"] = _np(pointing_game(m, boxes))
-        cols["localization_error"] = _np(localization_error(m, boxes, **params))
-        cols["official_metric"] = _np(official_metric(m, boxes, correct, **params))
-    masks = batch.masks(ws)
-    if masks is not None:
-        cols["energy_pointing_game_mask"] = _np(energy_pointing_game_mask(m, masks))
-        cols["pointing_game_mask"] = _np(pointing_game_mask(m, masks))
-        cols["iou_mask"] = _np(iou_mask(m, masks))
-    return cols, {}
-
-
-LOCALIZATION = Kind(
-    "localization",
-    _localization,
-    (
-        "energy_pointing_game",
-        "pointing_game",
-        "localization_error",
-        "official_metric",
-        "energy_pointing_game_mask",
-        "pointing_game_mask",
-        "iou_mask",
-    ),
-)
-
-
-GOMEZ_METRICS = ("iic", "ad_gomez", "add", "dauc", "dc", "iauc", "ic")
-GOMEZ_COLUMNS = tuple(f"{m}_{f}" for m in GOMEZ_METRICS for f in FILLINGS)
-# ``<metric>_<filling>`` columns are not registry ids: their directions are the registered metrics'.
-GOMEZ_DIRECTIONS = {f"{m}_{f}": METRICS.get(m).higher_is_better for m in GOMEZ_METRICS for f in FILLINGS}
-
-
-_GOMEZ_SINGLE_KEYS = {f.name for f in dataclasses.fields(SingleStepParams)} - {"filling", "max_batch"}
-_GOMEZ_CURVE_KEYS = {f.name for f in dataclasses.fields(DeletionParams)} - {"filling", "max_batch"}
-
-
-def _gomez_state(ws: Workspace, label_set: str) -> dict:
-    """Keyword arguments from ``metrics.gomez`` (unset: package defaults) and the run's ``max_batch``."""
-    values = ws.cfg.metric_params("gomez")
-    allowed = sorted(_GOMEZ_SINGLE_KEYS | _GOMEZ_CURVE_KEYS)
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown config key 'metrics.gomez.{unknown[0]}'; allowed: {', '.join(allowed)}")
-    mb = ws.cfg.run.max_batch
-    return {
-        "single": {**{k: v for k, v in values.items() if k in _GOMEZ_SINGLE_KEYS}, "max_batch": mb},
-        "curve": {**{k: v for k, v in values.items() if k in _GOMEZ_CURVE_KEYS}, "max_batch": mb},
-    }
-
-
-def _gomez(ws: Workspace, batch: Batch, method: str, maps: torch.Tensor, state: dict):
-    """Gomez et al.'s seven metrics for both fillings: per filling one single-step pass (IIC, AD, ADD) and
-    one curve pass per game (DAUC + DC, IAUC + IC); f(x)_c of the first pass is reused by the second."""
-    args = (ws.model, batch.images, maps, batch.targets)
-    stats = {"mean": ws.context.mean, "std": ws.context.std}
-    cols: dict[str, np.ndarray] = {}
-    base = None
-    for filling in FILLINGS:
-        single = {**state["single"], "filling": filling}
-        out = single_step_scores(*args, **stats, **single, parts=("kept", "removed"), base_probs=base)
-        base = torch.from_numpy(out["base_prob"])
-        parts = [out]
-        for game in ("deletion", "insertion"):
-            parts.append(curve_scores(*args, **stats, **{**state["curve"], "filling": filling}, game=game))
-        for part in parts:
-            cols |= {f"{m}_{filling}": part[m] for m in GOMEZ_METRICS if m in part}
-    return {c: cols[c] for c in GOMEZ_COLUMNS}, {}
-
-
-GOMEZ = Kind("gomez", _gomez, GOMEZ_COLUMNS, _gomez_state, GOMEZ_DIRECTIONS)
-
-
-KINDS = {k.name: k for k in (RECOGNITION, COMPLEXITY, LOCALIZATION, GOMEZ)}
-
-
-def evaluation_parser(description: str):
-    """Parser of an evaluation script: common flags + ``--method`` (map store ids)."""
-    from salbench.stages.cli import common_parser
-
-    p = common_parser(description)
-    p.add_argument("--method", nargs="+", help="map store ids to evaluate (default: every complete store)")
-    return p
-
-
-def run_evaluation_script(args: Any, kind_name: str) -> int:
-    """Body of every evaluation script: config -> workspace -> evaluate -> printed summary."""
-    from salbench.stages.cli import config_from_args, configure_logging
-    from salbench.stages.evaluate import evaluate
-    from salbench.stages.workspace import open_workspace
-
-    configure_logging(args.verbose)
-    ws = open_workspace(config_from_args(args))
-    rows = evaluate(ws, KINDS[kind_name], args.method)
-    for r in rows:
-        print(
-            f"{r['label_set']:12s} {r['method']:34s} {r['metric']:26s} {r['value']:10.4f} (n={r['n_images']})"
-        )
-    print(
-        f"per-image CSVs under {ws.layout.model_dir / 'evaluation'}; summary rows in {ws.layout.results_csv}"
-    )
-    return 0
-
-
-def evaluation_script(doc: str, kind_name: str):
-    """``(build_parser, main)`` of an evaluation script for ``kind_name``."""
-    from salbench.stages.cli import entry
-
-    def build_parser():
-        return evaluation_parser(doc.splitlines()[0])
-
-    @entry
-    def main(argv: list[str] | None = None) -> int:
-        return run_evaluation_script(build_parser().parse_args(argv), kind_name)
-
-    return build_parser, main
+def higher_is_better(column: str, kind: Kind) -> bool:
+    """The direction of a summarised column: its metric's."""
+    return METRICS.get(kind.columns[column]).higher_is_better
