@@ -10,11 +10,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from salbench.report import build_report, load_results
+from salbench.report import build_report
 from salbench.stages.cli import common_parser, config_from_args, configure_logging, entry
 from salbench.stages.report import collect_manifests, load_curves, load_figure1_inputs, load_per_image
 from salbench.store.layout import RunLayout
 from salbench.store.outputs import write_run_record
+from salbench.store.results import read_results
 
 
 def build_parser():
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     layout = RunLayout.from_config(cfg)
     results = Path(args.results) if args.results else layout.results_csv
     out = Path(args.out_dir) if args.out_dir else layout.report_dir
-    models = sorted(set(load_results(results)["model"]))
+    models = sorted(set(read_results(results, missing_ok=False)["model"]))
     per_image = load_per_image(layout.root, models)
     fig1 = None if args.no_figure1 else load_figure1_inputs(cfg, per_image)
     path = build_report(

@@ -35,16 +35,16 @@ from salbench.report.figures import (
 from salbench.report.presentation import COLUMNS, method_display, method_order
 from salbench.report.published import compare, load_published, published_as_results
 from salbench.report.render import to_csv, to_latex, to_markdown
-from salbench.report.results import RESULT_COLUMNS, load_results
 from salbench.report.tables import Column, Table
 from salbench.stages.report import collect_manifests, load_curves, load_per_image, mean_curves
+from salbench.store.results import RESULT_COLUMNS, read_results
 
 DATA = Path(__file__).parent / "data" / "results_small.csv"
 
 
 @pytest.fixture(scope="module")
 def small_tables() -> dict[str, Table | None]:
-    return build_tables(load_results(DATA))
+    return build_tables(read_results(DATA))
 
 
 @pytest.fixture(scope="module")
@@ -258,29 +258,29 @@ def test_best_direction_comes_from_results(tmp_path):
     frame.loc[frame["metric"] == "monotonicity", "higher_is_better"] = "false"
     path = tmp_path / "results.csv"
     frame.to_csv(path, index=False)
-    table = build_tables(load_results(path))["table1"]
+    table = build_tables(read_results(path))["table1"]
     best = table.best()
     assert best["Monotonicity"].tolist() == [False, True, False, False]
     # AD is lower-is-better raw; AD-bar bold is the largest bar = the smallest drop (Fake-CAM, 0.008)
     assert best["AD_bar"].tolist() == [True, False, False, False]
 
 
-def test_load_results_errors(tmp_path):
+def test_read_results_errors(tmp_path):
     text = DATA.read_text().splitlines()
     bad_value = tmp_path / "bad_value.csv"
     bad_value.write_text("\n".join([*text[:3], text[3].replace("0.016", "abc"), *text[4:]]) + "\n")
     with pytest.raises(DataError, match=r"bad_value\.csv:4: column 'value' is not a number"):
-        load_results(bad_value)
+        read_results(bad_value)
     dup = tmp_path / "dup.csv"
     dup.write_text("\n".join([*text, text[1]]) + "\n")
     with pytest.raises(DataError, match=r"dup\.csv:91: a second row"):
-        load_results(dup)
+        read_results(dup)
     missing = tmp_path / "missing.csv"
     missing.write_text("model,value\nx,1\n")
     with pytest.raises(DataError, match="missing column"):
-        load_results(missing)
+        read_results(missing)
     with pytest.raises(DataError, match="not found"):
-        load_results(tmp_path / "nope.csv")
+        read_results(tmp_path / "nope.csv", missing_ok=False)
 
 
 # ----------------------------------------------------------------------------- published numbers

@@ -16,13 +16,12 @@ from salbench.report.extras import (
     GOMEZ_FILLINGS,
     SANITY_COLUMNS,
     block_order,
-    is_control,
+    controls,
     roar_verdict,
     sanity_flags,
     sanity_verdict,
 )
-from salbench.report.results import load_results
-from salbench.store.results import upsert_results
+from salbench.store.results import read_results, upsert_results
 
 SMALL = Path(__file__).parent / "data" / "results_small.csv"
 BLOCKS = ("fc", "layer4", "conv1+bn1")  # embedded_resnet's order; alphabetically conv1+bn1 comes first
@@ -50,14 +49,19 @@ ROAR = {  # method: accuracy per k, roar_mean_accuracy
 }
 
 
-def _row(method: str, variant: str, metric: str, value: float, up: str = "False", **kw: str) -> dict:
+FAMILIES = {"fakecam": "Uninformed", "edge": "Control", "random": "Control", "gradient": "Gradient"}
+
+
+def _row(method: str, variant: str, metric: str, value: float, up: str = "False", **kw) -> dict:
     return {
         "model": kw.get("model", "embedded_resnet"),
         "dataset": "embedded",
         "label_set": "groundtruth",
         "method": method,
+        "family": FAMILIES.get(method, "CAM"),
         "augmentation": "none",
         "variant": variant,
+        "level": kw.get("level", 0),
         "metric": metric,
         "value": value,
         "n_images": 4,
@@ -67,16 +71,21 @@ def _row(method: str, variant: str, metric: str, value: float, up: str = "False"
     }
 
 
-def sanity_rows(text: str = SANITY, blocks: tuple[str, ...] = BLOCKS, model: str = "embedded_resnet") -> list:
-    variants = [f"{k}:{b}" for k in ("cascading", "independent") for b in blocks] + ["data"]
+def sanity_rows(
+    text: str = SANITY, blocks: tuple[str, ...] = BLOCKS, model: str = "embedded_resnet", levels: bool = True
+) -> list:
+    """Rows as the sanity stage writes them: block ``level`` 1 (output layer) on, 0 for ``data``."""
+    variants = [(f"{k}:{b}", i + 1) for k in ("cascading", "independent") for i, b in enumerate(blocks)]
+    variants.append(("data", 0))
     rows = []
     for line in text.splitlines():
         method, *cells = line.split()
-        for variant, pair in zip(variants, cells):
+        for (variant, level), pair in zip(variants, cells):
             for metric, value in zip(("sanity_spearman_abs", "sanity_ssim"), pair.split("/")):
-                rows.append(_row(method, variant, metric, float(value), model=model))
+                rows.append(_row(method, variant, metric, float(value), model=model, level=level * levels))
         for variant, value in zip((f"cascading:{blocks[-1]}", "data"), cells[-2:]):
-            rows.append(_row(method, variant, "sanity_fails", float(value), model=model))
+            level = len(blocks) * levels if variant != "data" else 0
+            rows.append(_row(method, variant, "sanity_fails", float(value), model=model, level=level))
     return rows
 
 
@@ -239,25 +248,21 @@ def test_controls_not_flagged_make_the_check_untrustworthy():
     assert "Model randomisation" in verdict and "Data randomisation" not in verdict
 
 
-def test_block_order_from_architecture_and_from_rows(tmp_path):
+def test_block_order_from_levels_and_from_rows(tmp_path):
     path = results_csv(tmp_path, sanity_rows())
-    rows = load_results(path)
+    rows = read_results(path)
     assert rows["variant"].iloc[-3:].tolist() != list(BLOCKS)  # the file's order is by key, not by block
-    assert block_order(rows[rows["metric"].str.startswith("sanity")], "embedded_resnet") == (
-        list(BLOCKS),
-        True,
-    )
+    assert block_order(rows[rows["metric"].str.startswith("sanity")]) == (list(BLOCKS), True)
 
-    # unknown architecture: cascading = independent only at the output block; deepest from sanity_fails
+    # a file without levels: cascading = independent only at the output block; deepest from sanity_fails
     vgg = ("classifier", "features.8", "features.4", "features.0")
     text = (
         "fakecam 1/1 1/1 1/1 1/1 1/1 1/1 1/1 1/1 1/1  1 1\n"
         "gradcam 0.5/0.5 0.4/0.4 0.3/0.3 0.2/0.2 0.5/0.5 0.6/0.6 0.7/0.7 0.8/0.8 0.1/0.1  0 0\n"
     )
-    frame = pd.DataFrame(sanity_rows(text, vgg, model="toy_net"))
-    assert block_order(frame.iloc[::-1], "toy_net") == (list(vgg), False)
-    # the architecture is used only when it has every block of the rows
-    assert block_order(frame, "embedded_resnet") == (list(vgg), False)
+    frame = pd.DataFrame(sanity_rows(text, vgg, model="toy_net", levels=False))
+    assert block_order(frame.iloc[::-1]) == (list(vgg), False)
+    assert block_order(pd.DataFrame(sanity_rows(text, vgg, model="toy_net"))) == (list(vgg), True)
 
 
 def test_roar_without_random_control():
@@ -288,8 +293,9 @@ def test_ids_match_the_stages():
         name, filling = column.metric.rsplit("_", 1)
         assert filling in FILLINGS and METRICS.get(name).higher_is_better == column.higher_is_better
     assert len({c.metric for c in GOMEZ_COLUMNS}) == 14
-    assert [is_control(m) for m in ("fakecam", "edge", "random")] == [True, True, True]
-    assert [is_control(m) for m in ("gradient_smoothgrad", "gradcam", "rise", "original")] == [False] * 4
+    frame = pd.DataFrame(extra_rows())
+    assert controls(frame) == {"fakecam", "edge", "random"}  # from the recorded families
+    assert controls(frame.drop(columns="family")) == {"fakecam", "edge", "random"}  # older files: the paper
 
 
 def test_missing_fails_row_reads_not_recorded():

@@ -185,17 +185,18 @@ def test_result_rows_schema_and_values():
             "accuracy": [0.8, 0.6, 0.2, 0.7, 0.4],
         }
     )
-    rows = pd.DataFrame(result_rows(ws, scores, 300))[RESULT_COLUMNS]
+    families = {"gradcam": "CAM", "random": "Control"}
+    rows = pd.DataFrame(result_rows(ws, scores, 300, families))[RESULT_COLUMNS]
     base = ["embedded_resnet", "embedded", "groundtruth"]
     expected = pd.DataFrame(
         [
-            [*base, BASELINE, "none", "k00", METRIC, 0.8, 300, 0, False, "reference"],
-            [*base, "gradcam", "none", "k10", METRIC, 0.6, 300, 0, False, "reference"],
-            [*base, "gradcam", "none", "k90", METRIC, 0.2, 300, 0, False, "reference"],
-            [*base, "random", "none", "k10", METRIC, 0.7, 300, 0, False, "reference"],
-            [*base, "random", "none", "k90", METRIC, 0.4, 300, 0, False, "reference"],
-            [*base, "gradcam", "none", "", MEAN_METRIC, 0.4, 300, 0, False, "reference"],
-            [*base, "random", "none", "", MEAN_METRIC, 0.55, 300, 0, False, "reference"],
+            [*base, BASELINE, "Reference", "none", "k00", 0, METRIC, 0.8, 300, 0, False, "reference"],
+            [*base, "gradcam", "CAM", "none", "k10", 0, METRIC, 0.6, 300, 0, False, "reference"],
+            [*base, "gradcam", "CAM", "none", "k90", 0, METRIC, 0.2, 300, 0, False, "reference"],
+            [*base, "random", "Control", "none", "k10", 0, METRIC, 0.7, 300, 0, False, "reference"],
+            [*base, "random", "Control", "none", "k90", 0, METRIC, 0.4, 300, 0, False, "reference"],
+            [*base, "gradcam", "CAM", "none", "", 0, MEAN_METRIC, 0.4, 300, 0, False, "reference"],
+            [*base, "random", "Control", "none", "", 0, MEAN_METRIC, 0.55, 300, 0, False, "reference"],
         ],
         columns=RESULT_COLUMNS,
     )

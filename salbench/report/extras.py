@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from salbench.report.figures import line_style, save_figure
 from salbench.report.presentation import (
+    CONTROL_FAMILIES,
     LABEL_SET_LONG,
     LABEL_SETS,
     MetricColumn,
@@ -47,6 +48,7 @@ SANITY_COLUMNS = (
     MetricColumn("hog", "sanity_hog", "HOG", "HOG"),
 )
 SANITY_FAILS = "sanity_fails"
+SANITY_THRESHOLD = "sanity_threshold"
 _KINDS = ("cascading", "independent")
 _GOMEZ = (
     ("iic", "IIC", 100.0, 1, True),
@@ -75,16 +77,16 @@ def label_sets_of(rows: pd.DataFrame) -> list[str]:
     return [s for s in LABEL_SETS if s in present] + sorted(present - set(LABEL_SETS))
 
 
-def is_control(method: str) -> bool:
-    """A model-free control (Fake-CAM, edge, random): its family from the methods registry."""
-    from salbench.methods import METHODS
-    from salbench.stages.sanity import CONTROL_FAMILIES
+def family_of(method: str, rows: pd.DataFrame) -> str:
+    """The method's family as ``results.csv`` records it (the paper's table for files without one)."""
+    recorded = rows.loc[rows["method"] == method, "family"] if "family" in rows else pd.Series(dtype=str)
+    known = [f for f in recorded if f not in ("", "unknown")]
+    return known[0] if known else method_display(method).family
 
-    parts = method.split("_")
-    for cut in range(len(parts), 0, -1):  # store ids append the variant (``gradient_smoothgrad``)
-        if (name := "_".join(parts[:cut])) in METHODS:
-            return METHODS.get(name).family in CONTROL_FAMILIES
-    return method_display(method).family in CONTROL_FAMILIES
+
+def controls(rows: pd.DataFrame) -> set[str]:
+    """The model-free controls among ``rows``' methods (family ``Uninformed`` or ``Control``)."""
+    return {m for m in set(rows["method"]) if family_of(m, rows) in CONTROL_FAMILIES}
 
 
 def _long(label_set: str) -> str:
@@ -124,17 +126,15 @@ def _wide(rows: pd.DataFrame, specs: Sequence[MetricColumn], variant: str | None
     return out
 
 
-def _ids(methods: Sequence[str], control_mark: bool = False) -> pd.DataFrame:
+def _ids(methods: Sequence[str], rows: pd.DataFrame, control_mark: bool = False) -> pd.DataFrame:
+    marked = controls(rows) if control_mark else set()
+
     def label(m: str) -> str:
-        return (
-            f"{method_display(m).label} (control)"
-            if control_mark and is_control(m)
-            else method_display(m).label
-        )
+        return f"{method_display(m).label} (control)" if m in marked else method_display(m).label
 
     return pd.DataFrame(
         {
-            "family": [method_display(m).family for m in methods],
+            "family": [family_of(m, rows) for m in methods],
             "method": list(methods),
             "label": [label(m) for m in methods],
         }
@@ -165,28 +165,6 @@ def _figure_lines(make: Callable[[Path], Path], out: Path, sub: str, name: str, 
 # ----------------------------------------------------------------------------------------- sanity checks
 
 
-def _architecture_blocks(model: str) -> list[str] | None:
-    """Block names of ``model``'s architecture, output layer first (built on the meta device), or None."""
-    try:
-        import torch
-        import torchvision
-
-        from salbench.models.randomisation import randomisation_blocks
-        from salbench.models.registry import EMBEDDED_MODELS
-
-        with torch.device("meta"):
-            if model in EMBEDDED_MODELS:
-                net = EMBEDDED_MODELS.get(model)(2)
-            elif model in torchvision.models.list_models(module=torchvision.models):
-                net = torchvision.models.get_model(model, weights=None)
-            else:
-                return None
-        return [b.name for b in randomisation_blocks(net)]
-    except Exception as exc:  # any failure to build it only means: fall back to the rows
-        log.info("sanity blocks of %s not taken from the architecture (%s)", model, exc)
-        return None
-
-
 def _first_block(rows: pd.DataFrame, blocks: set[str]) -> str | None:
     """The output-side block: the one whose cascading and independent variants randomise the same
     weights, so that every method and metric scores identically; None unless exactly one qualifies."""
@@ -202,24 +180,25 @@ def _first_block(rows: pd.DataFrame, blocks: set[str]) -> str | None:
     return same[0] if len(same) == 1 else None
 
 
-def block_order(rows: pd.DataFrame, model: str) -> tuple[list[str], bool]:
+def block_order(rows: pd.DataFrame) -> tuple[list[str], bool]:
     """The randomised blocks of ``rows``, output layer first; and whether the order is certain.
 
-    Certain when ``model``'s architecture (embedded registry or torchvision) yields exactly these block
-    names (:func:`salbench.models.randomisation.randomisation_blocks`). Otherwise: the block whose
-    cascading and independent scores coincide first, the deepest cascading block (its ``sanity_fails``
-    row) last, the
+    Certain when the rows record each block's ``level`` (1 = output layer, as the sanity stage writes
+    it). Otherwise (files written before the column existed): the block whose cascading and
+    independent scores coincide first, the deepest cascading block (its ``sanity_fails`` row) last, the
     rest by name, highest first (``layer4`` before ``layer3``).
     """
     kinds = rows["variant"].str.partition(":")
-    blocks = set(kinds.loc[kinds[0].isin(_KINDS), 2])
-    arch = _architecture_blocks(model)
-    if arch is not None and blocks <= set(arch):
-        return [b for b in arch if b in blocks], True
+    blockwise = kinds[0].isin(_KINDS)
+    blocks = set(kinds.loc[blockwise, 2])
+    if "level" in rows and (rows.loc[blockwise, "level"] > 0).all():
+        levels = rows.loc[blockwise].assign(block=kinds.loc[blockwise, 2]).groupby("block")["level"]
+        if (levels.nunique() == 1).all():
+            return list(levels.first().sort_values(kind="stable").index), True
     fails = rows[(rows["metric"] == SANITY_FAILS) & rows["variant"].str.startswith("cascading:")]
     deepest = set(fails["variant"].str.partition(":")[2])
     last = deepest.pop() if len(deepest) == 1 else None
-    first = _first_block(rows[rows["metric"] != SANITY_FAILS], blocks - {last})
+    first = _first_block(rows[rows["metric"].isin([s.metric for s in SANITY_COLUMNS])], blocks - {last})
     middle = sorted(blocks - {first, last}, key=natural_key, reverse=True)
     return [b for b in (first, *middle, last) if b is not None], False
 
@@ -231,8 +210,10 @@ def sanity_flags(rows: pd.DataFrame, deepest: str) -> pd.DataFrame:
     randomisation cannot change).
     """
     methods = method_order(set(rows["method"]))
+    marked = controls(rows)
     fails = rows[rows["metric"] == SANITY_FAILS].set_index(["method", "variant"])["value"]
-    blockwise = rows[rows["variant"].str.startswith(_KINDS) & (rows["metric"] != SANITY_FAILS)]
+    similarity = rows["metric"].isin([s.metric for s in SANITY_COLUMNS])
+    blockwise = rows[rows["variant"].str.startswith(_KINDS) & similarity]
     lowest = blockwise.groupby("method")["value"].min()
 
     def verdict(method: str, variant: str) -> bool | None:
@@ -242,7 +223,7 @@ def sanity_flags(rows: pd.DataFrame, deepest: str) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "method": methods,
-            "control": [is_control(m) for m in methods],
+            "control": [m in marked for m in methods],
             "fails_model": [verdict(m, deepest) for m in methods],
             "fails_data": [verdict(m, "data") for m in methods],
             "lowest": [float(lowest.get(m, np.nan)) for m in methods],
@@ -268,7 +249,7 @@ def sanity_table(rows: pd.DataFrame, label_set: str, deepest: str, flags: pd.Dat
     if not columns:
         return None
     flagged = flags.set_index("method")
-    ids = _ids(list(flagged.index), control_mark=True)
+    ids = _ids(list(flagged.index), rows, control_mark=True)
     ids["fails_model_randomisation"] = [_yes_no(v) for v in flagged["fails_model"]]
     ids["fails_data_randomisation"] = [_yes_no(v) for v in flagged["fails_data"]]
     data = pd.concat([d.add_prefix(f"{p}_") for p, _, _, d in parts], axis=1).reindex(flagged.index)
@@ -280,7 +261,7 @@ def sanity_table(rows: pd.DataFrame, label_set: str, deepest: str, flags: pd.Dat
         f"model; full model rand.: cascading, every block re-initialised (`{last}` "
         "last); data rand.: the model trained on shuffled labels",
         "fails: as recorded by the sanity stage (`sanity_fails`: the similarity it flags on stays above its "
-        "threshold)",
+        f"threshold{_threshold_text(rows)})",
     ]
     return Table(
         f"sanity_{label_set}",
@@ -296,6 +277,11 @@ def sanity_table(rows: pd.DataFrame, label_set: str, deepest: str, flags: pd.Dat
         ),
         notes=tuple(notes),
     )
+
+
+def _threshold_text(rows: pd.DataFrame) -> str:
+    values = set(rows.loc[rows["metric"] == SANITY_THRESHOLD, "value"].dropna())
+    return f" {values.pop():g}" if len(values) == 1 else ""
 
 
 def _names(methods: Sequence[str]) -> str:
@@ -346,6 +332,7 @@ def figure_cascade(rows: pd.DataFrame, blocks: Sequence[str], path: str | Path, 
     kinds = [k for k in _KINDS if rows["variant"].str.startswith(f"{k}:").any()]
     specs = [s for s in SANITY_COLUMNS if (rows["metric"] == s.metric).any()]
     methods = method_order(set(rows["method"]))
+    marked = controls(rows)
     fig = Figure(figsize=(3.9 * len(specs) + 2.2, 3.6 * len(kinds) + 0.6))
     axes = np.asarray(fig.subplots(len(kinds), len(specs), squeeze=False, sharey=True))
     ticks = ["original", *blocks]
@@ -356,14 +343,14 @@ def figure_cascade(rows: pd.DataFrame, blocks: Sequence[str], path: str | Path, 
             n_real = n_ctrl = 0
             for method in methods:
                 ys = [part.get((method, f"{kind}:{b}"), np.nan) for b in blocks]
-                if is_control(method):
+                if method in marked:
                     style = {"color": ("#555555", "#999999", "#777777")[n_ctrl % 3], "linestyle": "--"}
                     style["marker"] = ("x", "+", "1")[n_ctrl % 3]
                     n_ctrl += 1
                 else:
                     style = line_style(n_real)
                     n_real += 1
-                label = method_display(method).label + (" (control)" if is_control(method) else "")
+                label = method_display(method).label + (" (control)" if method in marked else "")
                 ax.plot(range(len(ticks)), [1.0, *ys], label=label, markersize=5, linewidth=1.6, **style)
             ax.set_xticks(range(len(ticks)), ticks, rotation=40, ha="right", fontsize=10)
             ax.axhline(0.0, color="black", linewidth=0.6)
@@ -387,7 +374,7 @@ def figure_cascade(rows: pd.DataFrame, blocks: Sequence[str], path: str | Path, 
 
 def sanity_section(rows: pd.DataFrame, model: str, label_set: str, out: Path, sub: str) -> list[str]:
     """Table, verdict on the controls and cascade figure of one label set's sanity rows."""
-    blocks, certain = block_order(rows, model)
+    blocks, certain = block_order(rows)
     fails = rows[(rows["metric"] == SANITY_FAILS) & rows["variant"].str.startswith("cascading:")]
     deepest = fails["variant"].iloc[0] if len(fails) else (f"cascading:{blocks[-1]}" if blocks else "")
     flags = sanity_flags(rows, deepest)
@@ -410,7 +397,7 @@ def sanity_section(rows: pd.DataFrame, model: str, label_set: str, out: Path, su
             " (the unchanged controls coincide at 1)" if len(controls) > 1 and (controls >= 1).all() else ""
         )
         if not certain:
-            note += " (block order inferred from the results: the architecture was not available)"
+            note += " (block order inferred: the results record no block levels)"
         lines += _figure_lines(
             lambda p: figure_cascade(
                 rows, blocks, p, f"Model-parameter randomisation, {model}, {_long(label_set)} targets"
@@ -454,7 +441,7 @@ def gomez_table(rows: pd.DataFrame, label_set: str) -> Table | None:
     return Table(
         f"gomez_{label_set}",
         f"Gomez et al. faithfulness metrics ({_long(label_set)} targets)",
-        pd.concat([_ids(methods), data.loc[methods].reset_index(drop=True)], axis=1),
+        pd.concat([_ids(methods, rows), data.loc[methods].reset_index(drop=True)], axis=1),
         tuple(_column(rows, s, group=s.key.rsplit("_", 1)[1]) for s in specs),
         notes=notes,
     )
@@ -482,7 +469,7 @@ def roar_table(rows: pd.DataFrame, label_set: str) -> Table | None:
     acc = acc.dropna(axis=1, how="all")
     methods = method_order([m for m in acc.index if m != ROAR_ORIGINAL])
     order = ([ROAR_ORIGINAL] if ROAR_ORIGINAL in acc.index else []) + methods
-    ids = _ids(order)
+    ids = _ids(order, rows)
     ids.loc[ids["method"] == ROAR_ORIGINAL, ["family", "label"]] = ["Reference", "Original (nothing removed)"]
     arrow, tex = _ARROW[up]
     columns = tuple(
@@ -545,10 +532,11 @@ def figure_roar(rows: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     fig = Figure(figsize=(8.5, 5.2))
     ax = fig.subplots()
     n_real = n_ctrl = 0
+    marked = controls(rows)
     for method in method_order([m for m in set(acc["method"]) if m != ROAR_ORIGINAL]):
         part = acc[acc["method"] == method].sort_values("k")
         label = method_display(method).label
-        if is_control(method):
+        if method in marked:
             if method == "random":
                 style = {"color": "#000000", "linestyle": "--", "marker": "x"}
             else:
@@ -583,7 +571,7 @@ def figure_roar(rows: pd.DataFrame, path: str | Path, title: str = "") -> Path:
 def extras_section(frame: pd.DataFrame, model: str, out: Path, sub: str) -> list[str]:
     """The "Further evaluations" Markdown of one configuration's rows; [] when it has none of them."""
     metric = frame["metric"]
-    sanity = frame[metric.isin([s.metric for s in SANITY_COLUMNS] + [SANITY_FAILS])]
+    sanity = frame[metric.isin([s.metric for s in SANITY_COLUMNS] + [SANITY_FAILS, SANITY_THRESHOLD])]
     gomez = frame[metric.isin([s.metric for s in GOMEZ_COLUMNS])]
     roar = frame[metric.isin([ROAR_ACCURACY, ROAR_MEAN])]
     if sanity.empty and gomez.empty and roar.empty:

@@ -48,7 +48,6 @@ from salbench.report.published import (
 from salbench.report.render import to_csv, to_latex, to_markdown
 from salbench.report.results import (
     RunKey,
-    load_results,
     presented,
     presented_higher_is_better,
     run_keys,
@@ -56,6 +55,7 @@ from salbench.report.results import (
 )
 from salbench.report.tables import TITLES, Table, augmented_ids, build_tables
 from salbench.store.outputs import write_csv, write_text
+from salbench.store.results import read_results
 
 log = logging.getLogger(__name__)
 NOT_COMPUTED = "not computed in this run"
@@ -274,7 +274,7 @@ def build_report(
         DataError: unreadable or malformed ``results.csv`` / per-image data.
     """
     results_csv, out = Path(results_csv), Path(out_dir)
-    frame = load_results(results_csv)
+    frame = read_results(results_csv, missing_ok=False)
     digest = hashlib.sha256(results_csv.read_bytes()).hexdigest()[:16]
     keys = run_keys(frame)
     reference = evaluate_claims(published_as_results(load_published(published_csv)), thresholds)

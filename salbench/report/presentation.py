@@ -13,6 +13,8 @@ import dataclasses
 import re
 
 FAMILIES = ("Uninformed", "Gradient", "CAM", "Occlusion", "Learning", "Control", "Other")
+CONTROL_FAMILIES = ("Uninformed", "Control")
+"""Families of the model-free controls (Fake-CAM; random and edge maps)."""
 LABEL_SETS = ("groundtruth", "predicted", "least")
 LABEL_SET_SHORT = {"groundtruth": "GT", "predicted": "Pred", "least": "Least"}
 LABEL_SET_LONG = {"groundtruth": "Ground truth", "predicted": "Predicted", "least": "Least likely"}
@@ -85,17 +87,24 @@ METHOD_DISPLAYS: tuple[MethodDisplay, ...] = (
 _BY_ID = {d.method: d for d in METHOD_DISPLAYS}
 
 
-def method_display(method: str) -> MethodDisplay:
-    """The display entry of ``method``; unknown ids form the family ``Other`` under their own id."""
-    return _BY_ID.get(method, MethodDisplay(method, method, "Other"))
+def method_display(method: str, family: str | None = None) -> MethodDisplay:
+    """The paper's display entry of ``method``; another id keeps its own name, in the ``family`` that
+    ``results.csv`` records for it (``Other`` when none of :data:`FAMILIES`)."""
+    known = _BY_ID.get(method)
+    if known is not None:
+        return known
+    return MethodDisplay(method, method, family if family in FAMILIES else "Other")
 
 
-def method_order(methods: list[str] | tuple[str, ...] | set[str]) -> list[str]:
+def method_order(
+    methods: list[str] | tuple[str, ...] | set[str], families: dict[str, str] | None = None
+) -> list[str]:
     """``methods`` in the paper's row order (families, then the paper's order within them)."""
     position = {d.method: i for i, d in enumerate(METHOD_DISPLAYS)}
+    families = families or {}
 
     def key(m: str) -> tuple[int, int, str]:
-        return (FAMILIES.index(method_display(m).family), position.get(m, len(position)), m)
+        return (FAMILIES.index(method_display(m, families.get(m)).family), position.get(m, len(position)), m)
 
     return sorted(methods, key=key)
 
@@ -189,8 +198,6 @@ RECOGNITION_KEYS = ("AI", "AD_bar", "AG", "I", "D_bar")
 TABLE1_KEYS = (*RECOGNITION_KEYS, "Monotonicity")
 TABLE3_KEYS = ("MS", "AS", "Sparseness", "Complexity", "EC")
 SUPPLEMENT_KEYS = ("CG", "EPG", "SPG", "LE", "OM", "EPG_mask", "SPG_mask", "IoU_mask")
-# Metric ids that an earlier writer may use for the same quantity.
-METRIC_ALIASES = {"completeness": "completeness_gap"}
 
 
 def natural_key(text: str) -> tuple[object, ...]:

@@ -1,7 +1,8 @@
-"""Reading the tidy ``results.csv`` and pivoting it into presented (paper-unit) method x column frames.
+"""Pivoting the tidy ``results.csv`` into presented (paper-unit) method x column frames.
 
-``results.csv`` is the report's single numeric input (STYLE.md point 7): one row per
-``model, dataset, label_set, method, augmentation, variant, metric`` with the value in natural units.
+``results.csv`` (read and validated by :func:`salbench.store.results.read_results`) is the report's
+single input: one row per ``model, dataset, label_set, method, augmentation, variant, metric`` with the
+value in natural units, the method's family and the metric's direction.
 """
 
 from __future__ import annotations
@@ -9,20 +10,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from salbench.errors import DataError
-from salbench.report.presentation import COLUMNS, METRIC_ALIASES, NO_AUGMENTATION
-from salbench.store.results import KEY_COLUMNS, RESULT_COLUMNS
+from salbench.report.presentation import COLUMNS, NO_AUGMENTATION
 
 log = logging.getLogger(__name__)
-
-_NUMERIC = ("value", "n_images", "n_skipped")
-_TRUE = {"true", "1", "yes"}
-_FALSE = {"false", "0", "no"}
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -41,71 +35,12 @@ class RunKey:
         return f"{self.model} on {self.dataset} (protocol {self.protocol})"
 
 
-def _numeric(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    text = frame[column].str.strip()
-    values = pd.to_numeric(text.where(text != "", "nan"), errors="coerce")
-    bad = values.isna() & ~text.str.lower().isin(["", "nan", "na"])
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}:{i + 2}: column {column!r} is not a number: {frame[column].iloc[i]!r}")
-    return values.astype(float)
-
-
-def _boolean(frame: pd.DataFrame, path: Path) -> pd.Series:
-    text = frame["higher_is_better"].str.strip().str.lower()
-    bad = ~text.isin(_TRUE | _FALSE | {""})
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}:{i + 2}: column 'higher_is_better' must be true/false, got {text.iloc[i]!r}")
-    return text.map(lambda t: True if t in _TRUE else (False if t in _FALSE else None)).astype(object)
-
-
-def load_results(path: str | Path) -> pd.DataFrame:
-    """Read and validate ``results.csv``.
-
-    Args:
-        path: the tidy long-format CSV (columns :data:`RESULT_COLUMNS`).
-
-    Returns:
-        The rows with ``value``, ``n_images``, ``n_skipped`` as floats, ``higher_is_better`` as
-        True/False/None, empty ``variant`` as ``""`` and empty ``augmentation`` as ``"none"``.
-
-    Raises:
-        DataError: missing file or column, non-numeric value, or two rows for the same key.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"results file {str(path)!r} not found (run the evaluation stages first)")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc})") from None
-    missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
-    frame = frame[list(RESULT_COLUMNS)].copy()
-    for column in (
-        "model",
-        "dataset",
-        "label_set",
-        "method",
-        "augmentation",
-        "variant",
-        "metric",
-        "protocol",
-    ):
-        frame[column] = frame[column].astype(str).str.strip()
-    for column in _NUMERIC:
-        frame[column] = _numeric(frame, column, path)
-    frame["higher_is_better"] = _boolean(frame, path)
-    frame["augmentation"] = frame["augmentation"].where(frame["augmentation"] != "", NO_AUGMENTATION)
-    frame["metric"] = frame["metric"].replace(METRIC_ALIASES)
-    dup = frame.duplicated(list(KEY_COLUMNS), keep="first")
-    if dup.any():
-        i = int(np.flatnonzero(dup.to_numpy())[0])
-        key = ", ".join(f"{c}={frame[c].iloc[i]!r}" for c in KEY_COLUMNS)
-        raise DataError(f"{path}:{i + 2}: a second row for the same result ({key})")
-    return frame.reset_index(drop=True)
+def families(frame: pd.DataFrame) -> dict[str, str]:
+    """Method -> family as recorded in ``results.csv`` (methods of older files without one are absent)."""
+    if "family" not in frame:
+        return {}
+    known = frame[~frame["family"].isin(["", "unknown"])]
+    return dict(zip(known["method"], known["family"]))
 
 
 def run_keys(frame: pd.DataFrame) -> list[RunKey]:

@@ -30,7 +30,7 @@ from salbench.report.presentation import (
     method_order,
     natural_key,
 )
-from salbench.report.results import presented, presented_higher_is_better, variant_counts
+from salbench.report.results import families, presented, presented_higher_is_better, variant_counts
 
 _METHOD_IDS = ("family", "method", "label")
 TITLES = {
@@ -144,15 +144,16 @@ def _column(frame: pd.DataFrame, key: str, group: str = "", short: str = "", lon
     )
 
 
-def _method_rows(data: pd.DataFrame) -> pd.DataFrame:
+def _method_rows(data: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     """Identifier columns + data, rows in the paper's order, rows without any value dropped."""
     data = data[data.notna().any(axis=1)]
-    order = method_order(list(data.index))
+    fam = families(frame)
+    order = method_order(list(data.index), fam)
     ids = pd.DataFrame(
         {
-            "family": [method_display(m).family for m in order],
+            "family": [method_display(m, fam.get(m)).family for m in order],
             "method": order,
-            "label": [method_display(m).label for m in order],
+            "label": [method_display(m, fam.get(m)).label for m in order],
         }
     )
     return pd.concat([ids, data.loc[order].reset_index(drop=True)], axis=1)
@@ -160,7 +161,7 @@ def _method_rows(data: pd.DataFrame) -> pd.DataFrame:
 
 def _single(frame: pd.DataFrame, name: str, keys: Sequence[str], notes: tuple[str, ...]) -> Table | None:
     data = presented(frame, keys, "groundtruth")
-    rows = _method_rows(data)
+    rows = _method_rows(data, frame)
     if rows.empty:
         return None
     return Table(name, TITLES[name], rows, tuple(_column(frame, k) for k in keys), notes=notes)
@@ -186,7 +187,7 @@ def supplement(frame: pd.DataFrame) -> Table | None:
     keys = [k for k in SUPPLEMENT_KEYS if data[k].notna().any()]
     if not keys:
         return None
-    rows = _method_rows(data[keys])
+    rows = _method_rows(data[keys], frame)
     notes = (
         "computed, not in the paper's tables; EPG, SPG, LE, OM and mask scores in %; "
         "LE, OM and the completeness gap: lower is better",
@@ -202,7 +203,7 @@ def _grouped(
     """Join per-group method frames side by side; parts are (prefix, short, long, data)."""
     joined = pd.concat([d.add_prefix(f"{p}_") for p, _, _, d in parts], axis=1)
     columns = tuple(_column(frame, k, p, s, lg) for p, s, lg, _ in parts for k in RECOGNITION_KEYS)
-    return _method_rows(joined), columns
+    return _method_rows(joined, frame), columns
 
 
 def table2(frame: pd.DataFrame) -> Table | None:
@@ -263,7 +264,7 @@ def table4_variants(frame: pd.DataFrame) -> Table | None:
     for aug in augmented_ids(frame):
         rows = frame[(frame["label_set"] == "groundtruth") & (frame["augmentation"] == aug)]
         for variant in sorted(set(rows["variant"]), key=natural_key):
-            block = _method_rows(presented(frame, RECOGNITION_KEYS, "groundtruth", aug, variant))
+            block = _method_rows(presented(frame, RECOGNITION_KEYS, "groundtruth", aug, variant), frame)
             block.insert(0, "variant", variant)
             block.insert(0, "augmentation", aug)
             block.insert(0, "setting", f"{augmentation_label(aug)} {variant}".strip())

@@ -131,6 +131,7 @@ def summary_rows(
     kind: Kind,
     augmentation: str = "none",
     variant: str = "",
+    family: str = "unknown",
 ) -> list[dict]:
     """Tidy results rows of ``kind``'s summarised columns: mean over the finite per-image values,
     ``n_images`` of them, ``n_skipped`` the others; the direction of the column's metric."""
@@ -145,8 +146,10 @@ def summary_rows(
                 "dataset": ws.data.name,
                 "label_set": label_set,
                 "method": method,
+                "family": family,
                 "augmentation": augmentation,
                 "variant": variant,
+                "level": 0,
                 "metric": col,
                 "value": value,
                 "n_images": n,
@@ -197,7 +200,8 @@ def evaluate(
                 if m in pending
                 else pd.read_csv(final, dtype={"image_id": str})
             )
-            all_rows += summary_rows(ws, label_set, m, frame, kind, ws.augmentation, ws.variant)
+            family = MapStore.read_only(ws.layout.maps(label_set, m)).attrs["method"]["family"]
+            all_rows += summary_rows(ws, label_set, m, frame, kind, ws.augmentation, ws.variant, family)
     upsert_results(ws.layout.results_csv, all_rows)
     return all_rows
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 
 from salbench.config import Config, config_to_dict
 from salbench.data.sources import open_data
@@ -35,6 +34,7 @@ from salbench.metrics.retraining import (
 )
 from salbench.models.registry import EMBEDDED_MODELS
 from salbench.models.training import load_split, train_embedded_model
+from salbench.report.extras import figure_roar
 from salbench.runtime import barrier, setup_runtime, world_info
 from salbench.stages.sanity import MethodExplainer, fresh_model
 from salbench.stages.workspace import Workspace
@@ -158,20 +158,25 @@ def method_maps(
     return train_maps, test_maps
 
 
-def result_rows(ws: Workspace, scores: pd.DataFrame, n_test: int) -> list[dict]:
+def result_rows(
+    ws: Workspace, scores: pd.DataFrame, n_test: int, families: dict[str, str] | None = None
+) -> list[dict]:
     """Tidy ``results.csv`` rows from ``scores`` (columns ``method, k, accuracy``).
 
     One ``roar_accuracy`` row per method x k (variant ``k<k:02d>``; the unmodified re-training is method
     :data:`BASELINE`, ``k00``) and one ``roar_mean_accuracy`` row per method (variant ``""``, mean over
-    its ks). Maps explain the ground-truth class; lower accuracy is better.
+    its ks). Maps explain the ground-truth class; lower accuracy is better. ``families``: store id ->
+    method family (the re-training with nothing removed is ``Reference``; others default to ``unknown``).
     """
-    base = {"model": ws.cfg.model.name, "dataset": ws.data.name, "label_set": "groundtruth"}
+    families = {BASELINE: "Reference", **(families or {})}
+    base = {"model": ws.cfg.model.name, "dataset": ws.data.name, "label_set": "groundtruth", "level": 0}
     base |= {"augmentation": ws.augmentation, "n_images": n_test, "n_skipped": 0, "higher_is_better": False}
     base |= {"protocol": ws.cfg.run.protocol}
     rows = [
         {
             **base,
             "method": r.method,
+            "family": families.get(r.method, "unknown"),
             "variant": f"k{int(r.k):02d}",
             "metric": METRIC,
             "value": float(r.accuracy),
@@ -180,7 +185,14 @@ def result_rows(ws: Workspace, scores: pd.DataFrame, n_test: int) -> list[dict]:
     ]
     for method, part in scores[scores["method"] != BASELINE].groupby("method", sort=False):
         value = float(part["accuracy"].mean())
-        rows.append({**base, "method": method, "variant": "", "metric": MEAN_METRIC, "value": value})
+        row = {
+            "method": method,
+            "family": families.get(method, "unknown"),
+            "variant": "",
+            "metric": MEAN_METRIC,
+            "value": value,
+        }
+        rows.append({**base, **row})
     return rows
 
 
@@ -196,37 +208,6 @@ def record_results(ws: Workspace, rows: list[dict]) -> None:
     if stale.any():
         write_csv(path, old[~stale])
     upsert_results(path, rows)
-
-
-def roar_figure(scores: pd.DataFrame, path: Path, chance: float | None = None) -> Path:
-    """Test accuracy vs percent of pixels removed, one line per method, the control dashed."""
-    from salbench.report.figures import MARKERS, OKABE_ITO
-
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.subplots()
-    base = scores.loc[scores["method"] == BASELINE, "accuracy"]
-    if len(base):
-        ax.axhline(float(base.iloc[0]), color="grey", linewidth=1.2, label="no removal (k = 0)")
-    if chance is not None:
-        ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label="chance")
-    methods = [m for m in dict.fromkeys(scores["method"]) if m != BASELINE]
-    for i, method in enumerate(m for m in methods if m != CONTROL):
-        part = scores[scores["method"] == method].sort_values("k")
-        style = {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": MARKERS[i % len(MARKERS)]}
-        ax.plot(part["k"], part["accuracy"], label=method, markersize=5, **style)
-    if CONTROL in methods:
-        part = scores[scores["method"] == CONTROL].sort_values("k")
-        ax.plot(part["k"], part["accuracy"], "k--", marker="x", label=f"{CONTROL} (control)", markersize=5)
-    ax.set_xlabel("pixels removed, k (%)")
-    ax.set_ylabel("test accuracy after re-training")
-    ax.set_xlim(0, 100)
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
-    ax.set_title("ROAR: remove the most salient pixels and re-train (lower = better map)", fontsize=10)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    return path
 
 
 def run_retraining(
@@ -260,11 +241,11 @@ def run_retraining(
         t0 = time.perf_counter()
         acc = retrained_accuracy(factory, train, test, settings, dev, show)
         book.put(BASELINE, 0, "", acc, time.perf_counter() - t0)
-    keys = {}
+    keys, families = {}, {}
     for method_id in methods:
         explainer = MethodExplainer(ws, method_id, _batches(ws, (train[0][:1], train[1][:1])))
         store_id, key = explainer.store_id, maps_key(ws, explainer, len(train[1]), len(test[1]))
-        keys[store_id] = key
+        keys[store_id], families[store_id] = key, explainer.cls.family
         todo = [k for k in settings.ks if book.get(store_id, k, key) is None]
         if todo:
             train_maps, test_maps = method_maps(
@@ -277,8 +258,9 @@ def run_retraining(
             book.put(store_id, k, key, acc, time.perf_counter() - t0)
     scores = book.scores([(BASELINE, 0, ""), *((m, k, key) for m, key in keys.items() for k in settings.ks)])
     if rank == 0:
-        record_results(ws, result_rows(ws, scores, len(test[1])))
-        roar_figure(scores, out / "roar.png", chance=1.0 / int(ws.model_info["num_classes"]))
+        rows = result_rows(ws, scores, len(test[1]), families)
+        record_results(ws, rows)
+        figure_roar(pd.DataFrame(rows), out / "roar.png", f"ROAR, {ws.cfg.model.name}, ground-truth maps")
         extra = {"settings": dataclasses.asdict(settings), "methods": list(methods), "maps_keys": keys}
         extra |= {**fixed, "score_key": book.key, "seconds": round(time.perf_counter() - start, 1)}
         write_run_record(out, ws.cfg, ws.runtime, "retraining", {**extra, **ws.describe()})

@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torchvision
-from matplotlib.figure import Figure
 from torch import nn
 
 from salbench.config import Config, TrainConfig
@@ -47,6 +46,7 @@ from salbench.metrics.similarity import HOG_PARAMS, METRIC_IDS, similarity_score
 from salbench.models.randomisation import LayerBlock, randomisation_blocks, randomised_copy
 from salbench.models.registry import EMBEDDED_MODELS, load_checkpoint
 from salbench.models.training import load_split, train_classifier
+from salbench.report.extras import figure_cascade
 from salbench.scoped import seeded_global_rng
 from salbench.stages.diagnostics import read_targets
 from salbench.stages.generate import batch_generator
@@ -250,61 +250,41 @@ def flag_row(method: str, family: str, summary: pd.DataFrame, deepest: str, sett
 def result_rows(
     ws: Workspace, label_set: str, method: str, summary: pd.DataFrame, flags: dict, deepest: str
 ) -> list[dict]:
-    """Tidy ``results.csv`` rows: mean similarity per variant x metric, plus 0/1 ``sanity_fails`` rows.
+    """Tidy ``results.csv`` rows: mean similarity per variant x metric (with its block ``level``), 0/1
+    ``sanity_fails`` and the ``sanity_threshold`` it was judged against.
 
-    ``sanity_fails`` is recorded under the deepest cascading variant and under ``data``. The similarities
-    are finite by construction (finite maps; constant maps handled), so ``n_skipped`` is 0.
+    ``sanity_fails`` is recorded under the deepest cascading variant and under ``data``, the threshold
+    under the deepest cascading variant. The similarities are finite by construction (finite maps;
+    constant maps handled), so ``n_skipped`` is 0.
     """
     base = {"model": ws.cfg.model.name, "dataset": ws.data.name, "label_set": label_set, "method": method}
-    base |= {"augmentation": ws.augmentation, "higher_is_better": False, "protocol": ws.cfg.run.protocol}
+    base |= {"family": flags["family"], "augmentation": ws.augmentation, "higher_is_better": False}
+    base |= {"protocol": ws.cfg.run.protocol, "n_skipped": 0}
     values = [
-        (r.variant, m, float(getattr(r, m)), int(r.n_images))
+        (r.variant, int(r.level), m, float(getattr(r, m)), int(r.n_images))
         for r in summary.itertuples()
         for m in METRIC_IDS
     ]
-    n = summary.set_index("variant")["n_images"]
-    for variant, key in ((deepest, "model"), ("data", "data")):
-        if flags[f"fails_{key}_randomisation"] is not None:
-            values.append(
-                (variant, "sanity_fails", float(flags[f"fails_{key}_randomisation"]), int(n[variant]))
-            )
-    keys = ("variant", "metric", "value", "n_images")
-    return [{**base, **dict(zip(keys, v)), "n_skipped": 0} for v in values]
+    by_variant = summary.set_index("variant")
+    judged = [
+        (v, "sanity_fails", flags[f"fails_{k}_randomisation"])
+        for v, k in ((deepest, "model"), ("data", "data"))
+    ]
+    judged.append((deepest, "sanity_threshold", flags["threshold"] if deepest in by_variant.index else None))
+    for variant, metric, value in judged:
+        if value is not None:
+            row = by_variant.loc[variant]
+            values.append((variant, int(row["level"]), metric, float(value), int(row["n_images"])))
+    keys = ("variant", "level", "metric", "value", "n_images")
+    return [{**base, **dict(zip(keys, v))} for v in values]
 
 
 def cascade_figure(
-    summaries: dict[str, pd.DataFrame], blocks: Sequence[LayerBlock], settings: SanitySettings, path: Path
+    rows: list[dict], blocks: Sequence[LayerBlock], model: str, label_set: str, path: Path
 ) -> Path:
-    """Similarity vs randomised block (output layer first), one line per method, one panel per metric."""
-    from salbench.report.figures import LINESTYLES, MARKERS, OKABE_ITO
-
-    kinds = [k for k in ("cascading", "independent") if k in settings.variants]
-    fig = Figure(figsize=(4.2 * len(METRIC_IDS), 3.8 * max(len(kinds), 1)))
-    axes = fig.subplots(max(len(kinds), 1), len(METRIC_IDS), squeeze=False)
-    ticks = ["original", *(b.name for b in blocks)]
-    for r, kind in enumerate(kinds):
-        for c, metric in enumerate(METRIC_IDS):
-            ax = axes[r, c]
-            for i, (method, summary) in enumerate(summaries.items()):
-                part = summary[summary.variant.str.startswith(f"{kind}:")].sort_values("level")
-                style = {"color": OKABE_ITO[i % 8], "marker": MARKERS[i % len(MARKERS)]}
-                style["linestyle"] = LINESTYLES[(i // 8) % len(LINESTYLES)]
-                ax.plot([0, *part["level"]], [1.0, *part[metric]], label=method, markersize=4, **style)
-            if metric == settings.flag_metric:
-                ax.axhline(settings.threshold, color="grey", linestyle="--", linewidth=1)
-            ax.set_xticks(range(len(ticks)), ticks, rotation=45, ha="right", fontsize=8)
-            ax.set_title(f"{kind}: {metric.removeprefix('sanity_')}", fontsize=11)
-            ax.set_ylim(-1.05 if "spearman" in metric or metric == "sanity_hog" else -0.05, 1.05)
-            ax.grid(alpha=0.3)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.suptitle(
-        "Model-parameter randomisation (similarity to the original maps; lower = more model-sensitive)"
-    )
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    return path
+    """The report's cascade figure (:func:`salbench.report.extras.figure_cascade`) of one label set's rows."""
+    title = f"Model-parameter randomisation, {model}, {label_set} targets"
+    return figure_cascade(pd.DataFrame(rows), [b.name for b in blocks], path, title)
 
 
 def resolve_variants(ws: Workspace, requested: Sequence[str] | None) -> tuple[str, ...]:
@@ -411,7 +391,7 @@ def run_sanity(ws: Workspace, settings: SanitySettings, progress: bool = True) -
         write_csv(out / label_set / "summary.csv", frame[["method", *frame.columns[:-1]]])
         write_csv(out / label_set / "flags.csv", pd.DataFrame(flags))
         if expected - {"data"}:
-            cascade_figure(summaries, blocks, settings, out / label_set / "cascade.png")
+            cascade_figure(new_rows, blocks, ws.cfg.model.name, label_set, out / label_set / "cascade.png")
         all_flags.append(pd.DataFrame(flags).assign(label_set=label_set))
         rows += new_rows
     upsert_results(ws.layout.results_csv, rows)
