@@ -9,24 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from salbench.stages.augmented import run_evaluate, select_variants
-from salbench.stages.augmented_cli import augmented_parser, augmented_workspace
-from salbench.stages.cli import entry
+from salbench.stages.cli import script
 
-
-def build_parser():
-    return augmented_parser(__doc__.splitlines()[0])
-
-
-@entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    ws, opts = augmented_workspace(args)
-    variants = select_variants(ws, opts["augmentations"], args.variant)
-    summary = run_evaluate(ws, variants, None)
-    print(f"{len(summary)} summary rows in {ws.layout.model_dir / 'augmented' / 'summary.csv'}")
-    return 0
-
+build_parser, main = script("augment", __doc__, step="evaluate")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,7 +4,8 @@
   :class:`Decoder` (one-channel mask at stride 4).
 * :mod:`casme_utils.training`: :func:`train_masker` (the paper's objective), :func:`evaluate_masker`
   (masked-in / masked-out accuracy).
-* :mod:`casme_utils.embedded`: :func:`train_casme` (embedded benchmark, cached checkpoint).
+* :mod:`casme_utils.embedded`: :func:`train_casme` (embedded benchmark, cached checkpoint); a stage-level
+  module (it opens a run's workspace), so it is imported on its own, not from this package.
 * :mod:`casme_utils.checkpoint`: :func:`save_masker` / :func:`load_masker` (``weights_only=True``; our
   layout and the authors' kondiz/casme layout), :func:`default_checkpoint`, :func:`resolve_checkpoint`.
 
@@ -13,7 +14,6 @@ The saliency method wrapping a masker is :mod:`salbench.methods.casme` (id ``cas
 
 from casme_utils.architecture import Decoder, Masker, build_masker, feature_points, upsample_mask
 from casme_utils.checkpoint import default_checkpoint, load_masker, resolve_checkpoint, save_masker
-from casme_utils.embedded import train_casme
 from casme_utils.training import CasmeTrainConfig, evaluate_masker, masker_loss, train_masker
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "masker_loss",
     "resolve_checkpoint",
     "save_masker",
-    "train_casme",
     "train_masker",
     "upsample_mask",
 ]

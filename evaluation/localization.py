@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from salbench.stages.evaluate import evaluation_script
+from salbench.stages.cli import script
 
-build_parser, main = evaluation_script(__doc__, "localization")
+build_parser, main = script("evaluate", __doc__, kind="localization")
 
 if __name__ == "__main__":
     sys.exit(main())

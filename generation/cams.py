@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 
-from salbench.stages.generate import generation_script, methods_of_family
+from salbench.stages.cli import script
+from salbench.stages.generate import methods_of_family
 
-METHOD_IDS = methods_of_family("CAM")
-build_parser, main = generation_script(__doc__, METHOD_IDS)
+build_parser, main = script("generate", __doc__, methods=methods_of_family("CAM"))
 
 if __name__ == "__main__":
     sys.exit(main())

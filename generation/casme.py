@@ -8,25 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from casme_utils.checkpoint import resolve_checkpoint
-from salbench.stages.cli import config_from_args, entry
-from salbench.stages.generate import generation_parser, run_generation_script
+from salbench.stages.cli import script
 
-METHOD_IDS = ["casme"]
-
-
-def build_parser():
-    p = generation_parser(__doc__.splitlines()[0], METHOD_IDS)
-    p.add_argument("--masker", help="CASME masker checkpoint (overrides methods.casme.checkpoint)")
-    return p
-
-
-@entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    checkpoint = args.masker or resolve_checkpoint(config_from_args(args))
-    return run_generation_script(args, METHOD_IDS, {"checkpoint": checkpoint})
-
+build_parser, main = script("generate", __doc__, methods=["casme"])
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import sys
 
-from salbench.stages.generate import generation_script, methods_of_family
+from salbench.stages.cli import script
+from salbench.stages.generate import methods_of_family
 
-METHOD_IDS = methods_of_family("Gradient")
-build_parser, main = generation_script(__doc__, METHOD_IDS, deprocess=True)
+build_parser, main = script("generate", __doc__, methods=methods_of_family("Gradient"))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from salbench.stages.generate import generation_script
+from salbench.stages.cli import script
 
-METHOD_IDS = ["iba"]
-build_parser, main = generation_script(__doc__, METHOD_IDS)
+build_parser, main = script("generate", __doc__, methods=["iba"])
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,8 @@ import yaml
 from salbench.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The YAML presets and the published tables, shipped inside the package (``configs/`` links here)."""
 PROTOCOLS = ("acml2024", "reference")
 LABEL_SETS = ("groundtruth", "predicted", "least")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

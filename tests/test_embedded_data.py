@@ -18,7 +18,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.draw import polygon2mask
 
-from salbench.data import embedded
+from salbench.data import embedded, shapes
 from salbench.data.embedded import (
     CLASS_NAMES,
     SPLITS,
@@ -271,7 +271,7 @@ def test_rasterised_shapes_match_skimage_polygon2mask() -> None:
     size, radius, centre = 96, 38.0, np.array([47.3, 48.1])
     for name in CLASS_NAMES:
         for morph, angle, stretch in ((0.0, 0.0, 1.0), (0.5, 0.7, 1.2), (1.0, 2.9, 0.85)):
-            parts = embedded._shape_parts(name, morph)
+            parts = shapes.shape_parts(name, morph)
             rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
             expected = np.zeros((size, size), dtype=bool)
             for pts, hole in parts:
@@ -279,10 +279,10 @@ def test_rasterised_shapes_match_skimage_polygon2mask() -> None:
                 assert hole or np.linalg.norm(pts, axis=1).max() <= 1.0 + 1e-9, name  # inside the unit disk
                 part = polygon2mask((size, size), xy[:, ::-1])
                 expected = expected & ~part if hole else expected | part
-            got = embedded._rasterise(parts, centre, radius, angle, stretch, size)
+            got = shapes.rasterise(parts, centre, radius, angle, stretch, size)
             assert np.array_equal(got, expected), (name, morph)
     square = np.array([[1.5, 1.5], [4.5, 1.5], [4.5, 3.5], [1.5, 3.5]])  # centres x 2..4, y 2..3
-    assert np.argwhere(embedded._scanline_fill(square, 6)).tolist() == [
+    assert np.argwhere(shapes.scanline_fill(square, 6)).tolist() == [
         [r, c] for r in (2, 3) for c in (2, 3, 4)
     ]
 
@@ -290,7 +290,7 @@ def test_rasterised_shapes_match_skimage_polygon2mask() -> None:
 def test_shapes_have_the_expected_area_and_are_distinct() -> None:
     size, radius, centre = 128, 50.0, np.array([63.5, 63.5])
     masks = {
-        name: embedded._rasterise(embedded._shape_parts(name, 0.0), centre, radius, 0.0, 1.0, size)
+        name: shapes.rasterise(shapes.shape_parts(name, 0.0), centre, radius, 0.0, 1.0, size)
         for name in CLASS_NAMES
     }
     # areas of the unit shapes (96-gon disk; 5-pointed star = 10 triangles r1 r2 sin(36 deg) / 2) at r = 50:
@@ -304,9 +304,7 @@ def test_shapes_have_the_expected_area_and_are_distinct() -> None:
         for b in CLASS_NAMES[i + 1 :]:
             iou = (masks[a] & masks[b]).sum() / (masks[a] | masks[b]).sum()
             assert iou < 0.9, (a, b, iou)
-        morphed = embedded._rasterise(
-            embedded._shape_parts(a, 1.0), np.array([15.5, 15.5]), 9.0, 0.5, 1.2, 32
-        )
+        morphed = shapes.rasterise(shapes.shape_parts(a, 1.0), np.array([15.5, 15.5]), 9.0, 0.5, 1.2, 32)
         assert morphed.sum() >= 40, a  # >= 40 of the ~pi 9^2 = 254 pixels of the bounding disk
 
 

@@ -14,7 +14,6 @@ from salbench.methods import METHODS, MethodContext, SaliencyMethod, build_param
 from salbench.methods.base import Preparation
 from salbench.models import EmbeddedResNet, resolve_target_layer
 from salbench.stages.diagnostics import read_targets
-from salbench.stages.generate import batch_generator
 from salbench.stages.kinds import method_from_store
 from salbench.stages.workspace import open_workspace
 from salbench.store.maps import MapStore
@@ -125,5 +124,5 @@ def test_reexplaining_a_store_uses_the_run_preparation(tmp_path, imagenet_fixtur
     for store_id in ("rise", "iba"):
         path = ws.layout.maps("groundtruth", store_id)
         method = method_from_store(ws, path)
-        again = method(images, targets, batch_generator(ws, store_id, 0)).numpy()
+        again = method(images, targets, ws.generator(store_id, 0)).numpy()
         np.testing.assert_array_equal(again, MapStore.read_only(path).read(rows))

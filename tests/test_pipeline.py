@@ -1,19 +1,21 @@
 from __future__ import annotations
 
-from salbench.config import REPO_ROOT
+from salbench.stages.cli import load_commands
 from salbench.stages.pipeline import _without_option, steps
 
 
-def test_steps_cover_every_stage_and_scripts_exist():
+def test_steps_cover_every_stage_with_registered_commands():
     emb = steps("embedded", None)
-    scripts = [s for _, s, _ in emb]
-    assert scripts[0] == "main/train_embedded.py" and scripts[-1] == "evaluation/report.py"
-    assert "generation/casme.py" in scripts and "augmented/evaluate.py" in scripts
-    assert all((REPO_ROOT / s).is_file() for s in scripts)
-    imagenet = [s for _, s, _ in steps("imagenet", None)]
-    assert "main/train_embedded.py" not in imagenet and "generation/casme.py" not in imagenet
-    with_casme = steps("imagenet", "m.pt")
-    assert ("2/5 maps: CASME", "generation/casme.py", ["--masker", "m.pt"]) in with_casme
+    commands = [s.command for s in emb]
+    assert commands[0] == "train" and commands[-1] == "report"
+    assert all(c in load_commands() for c in commands)
+    assert {"methods": ["casme"]} in [s.options for s in emb]
+    assert ("augment", {"step": "evaluate"}) in [(s.command, s.options) for s in emb]
+    imagenet = steps("imagenet", None)
+    assert "train" not in [s.command for s in imagenet]
+    assert {"methods": ["casme"]} not in [s.options for s in imagenet]
+    casme = [s for s in steps("imagenet", "m.pt") if s.options.get("methods") == ["casme"]]
+    assert len(casme) == 1 and casme[0].argv == ("--masker", "m.pt")
 
 
 def test_without_option():

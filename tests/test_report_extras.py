@@ -11,16 +11,9 @@ from salbench.metrics import METRICS
 from salbench.metrics.gomez import FILLINGS
 from salbench.metrics.similarity import METRIC_IDS
 from salbench.report import build_report
-from salbench.report.extras import (
-    GOMEZ_COLUMNS,
-    GOMEZ_FILLINGS,
-    SANITY_COLUMNS,
-    block_order,
-    controls,
-    roar_verdict,
-    sanity_flags,
-    sanity_verdict,
-)
+from salbench.report.extras import GOMEZ_COLUMNS, GOMEZ_FILLINGS, roar_verdict
+from salbench.report.sanity import SANITY_COLUMNS, block_order, sanity_flags, sanity_verdict
+from salbench.report.sections import controls
 from salbench.store.results import read_results, upsert_results
 
 SMALL = Path(__file__).parent / "data" / "results_small.csv"

@@ -25,14 +25,13 @@ from salbench.models.layers import get_submodule
 from salbench.models.randomisation import LayerBlock, randomisation_blocks, randomised_copy
 from salbench.runtime import Runtime
 from salbench.stages.sanity import (
-    MethodExplainer,
     SanitySettings,
     compare_methods,
     flag_row,
     model_variants,
     summarise,
 )
-from salbench.stages.workspace import Workspace
+from salbench.stages.workspace import MethodExplainer, Workspace
 from salbench.store.layout import RunLayout
 from salbench.store.results import RESULT_COLUMNS
 

@@ -15,8 +15,10 @@ import pytest
 import zarr
 
 from salbench.errors import ConfigError, DataError
+from salbench.stages.cli import main as salbench_main
 from salbench.store import maps as store_module
-from salbench.store.maps import MapStore, export_main, export_npy, shard_rows
+from salbench.store.export import export_npy
+from salbench.store.maps import MapStore, shard_rows
 
 WRITER = Path(__file__).with_name("_store_writer.py")
 _spec = importlib.util.spec_from_file_location("_store_writer", WRITER)
@@ -267,9 +269,9 @@ def test_export_npy(tmp_path, caplog):
     np.save(out / "a.npy", np.zeros((2, 3), np.float32))
     assert export_npy(path, out) == 0  # existing files are kept
     assert np.load(out / "a.npy").sum() == 0
-    assert export_main([str(path), str(out), "--overwrite"]) == 0
+    assert salbench_main(["export", str(path), str(out), "--overwrite"]) == 0
     assert np.array_equal(np.load(out / "a.npy"), maps[0])
-    assert export_main([str(tmp_path / "missing"), str(out)]) == 2
+    assert salbench_main(["export", str(tmp_path / "missing"), str(out)]) == 2
     for bad in ("../escape", "x/../y", "/abs", "x//y", "./x", "x/"):
         bad_path = tmp_path / f"bad{len(list(tmp_path.iterdir()))}"
         MapStore.open(bad_path, ["ok", bad], (2, 3)).write([0, 1], maps[:2])

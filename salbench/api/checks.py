@@ -29,14 +29,13 @@ from salbench.models.randomisation import randomisation_blocks
 from salbench.runtime import Runtime
 from salbench.stages.sanity import (
     VARIANTS,
-    MethodExplainer,
     SanitySettings,
     compare_methods,
     flag_row,
     model_variants,
     summarise,
 )
-from salbench.stages.workspace import Workspace
+from salbench.stages.workspace import MethodExplainer, Workspace
 from salbench.store.layout import RunLayout
 
 

@@ -11,10 +11,11 @@ batch statistics, dropout is active) and every forward pass sees a batch of one 
 in training mode on a batch of one normalises each channel by the mean and biased variance of that one
 sample over its spatial positions, which is instance normalisation with the layer's affine parameters;
 the batch-norm layers are swapped for that per-sample computation for the call
-(:func:`per_sample_batchnorm`), so many inputs go through one pass and each still sees only its own
-statistics, as with batch size 1 (values and gradients equal up to float rounding). The model's buffers
-(batch-norm running statistics) are restored afterwards and dropout draws come from a global RNG seeded
-from the call's generator (0 without one) and restored afterwards, so the call leaves no trace.
+(:func:`~salbench.methods.batchnorm.per_sample_batchnorm`), so many inputs go through one pass and
+each still sees only its own statistics, as with batch size 1 (values and gradients equal up to float
+rounding). The model's buffers (batch-norm running statistics) are restored afterwards and dropout
+draws come from a global RNG seeded from the call's generator (0 without one) and restored afterwards,
+so the call leaves no trace.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from collections.abc import Iterator
 from typing import ClassVar
 
 import torch
@@ -30,6 +30,7 @@ from torch import nn
 
 from salbench.errors import ConfigError, DataError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
+from salbench.methods.batchnorm import per_sample_batchnorm, restored_buffers
 from salbench.methods.deprocess import get_deprocessor
 from salbench.scoped import frozen_parameters, model_mode, removable_hooks, seeded_global_rng
 
@@ -110,18 +111,6 @@ def riemann_rule(rule: str, n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
             f"unknown rule {rule!r} for integrated_gradients; choose from: {', '.join(RIEMANN_RULES)}"
         )
     return (k + offsets[rule]) / n, torch.full((n,), 1.0 / n, dtype=torch.float64)
-
-
-@contextlib.contextmanager
-def _restored_buffers(model: nn.Module) -> Iterator[None]:
-    """Snapshot every buffer (batch-norm running stats, counters) and write it back on exit."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, value in saved:
-                b.copy_(value)
 
 
 def _dropout_rng(device: torch.device, generator: torch.Generator | None):
@@ -214,7 +203,7 @@ class GradientFamilyMethod(SaliencyMethod):
         with (
             model_mode(self.model, train),
             frozen_parameters(self.model),
-            _restored_buffers(self.model),
+            restored_buffers(self.model),
             rng,
             torch.enable_grad(),
         ):
@@ -238,39 +227,6 @@ class GradientFamilyMethod(SaliencyMethod):
         self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         """(N,C,H,W) raw attributions for a batch, called inside all scopes."""
-
-
-def _per_sample_forward(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """What ``module`` in training mode computes on each row of ``x`` fed alone (batch size 1).
-
-    Per sample and channel: mean and biased variance over the spatial positions, then the layer's affine
-    map. A row with one value per channel (a 1x1 map, or a BatchNorm1d input) has no batch statistics;
-    PyTorch raises there with batch size 1 (and so did the study's code), so such rows use the layer's
-    running statistics instead.
-    """
-    spatial = x.shape[2:].numel() if x.ndim > 2 else 1
-    if spatial == 1 or not module.training:
-        return nn.functional.batch_norm(
-            x, module.running_mean, module.running_var, module.weight, module.bias, False, 0.0, module.eps
-        )
-    return nn.functional.instance_norm(x, weight=module.weight, bias=module.bias, eps=module.eps)
-
-
-@contextlib.contextmanager
-def per_sample_batchnorm(model: nn.Module) -> Iterator[None]:
-    """Within the block, every batch-norm layer of ``model`` normalises each input row on its own.
-
-    Equivalent to running the rows one at a time in training mode (see :func:`_per_sample_forward`);
-    running statistics are not updated. The layers' own ``forward`` is restored on exit, even on error.
-    """
-    patched = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    try:
-        for m in patched:
-            m.forward = _per_sample_forward.__get__(m)  # instance attribute shadows the class method
-        yield
-    finally:
-        for m in patched:
-            m.__dict__.pop("forward", None)
 
 
 @METHODS.register("gradient")

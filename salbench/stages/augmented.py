@@ -11,6 +11,7 @@ land in ``results.csv`` with ``augmentation`` and ``variant`` filled.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 from typing import Any
@@ -19,15 +20,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from salbench.data.augmentations import PartnerPool, Variant, apply_variant, content_hash, study_variants
+from salbench.data.augmentations import (
+    AUGMENTATIONS,
+    PartnerPool,
+    Variant,
+    apply_variant,
+    content_hash,
+    study_variants,
+)
 from salbench.data.images import ArrayImages, save_array_images
 from salbench.errors import ConfigError
 from salbench.progress import progress as progress_bar
+from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import run_diagnostics
 from salbench.stages.evaluate import evaluate
 from salbench.stages.generate import generate
 from salbench.stages.kinds import RECOGNITION_KIND
-from salbench.stages.workspace import Workspace
+from salbench.stages.workspace import Workspace, open_workspace
 from salbench.store.layout import RunLayout
 from salbench.store.outputs import write_csv
 from salbench.store.results import read_results
@@ -152,3 +161,50 @@ def write_summary(ws: Workspace) -> pd.DataFrame:
     out = pd.concat([per, mean], ignore_index=True).sort_values([*keys, "variant"], kind="stable")
     write_csv(ws.layout.model_dir / "augmented" / "summary.csv", out)
     return out
+
+
+STEPS = ("generate", "evaluate")
+
+
+def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
+    if "step" not in options:
+        p.add_argument("--step", choices=[*STEPS, "all"], default="all", help="transform + maps, or evaluate")
+    p.add_argument(
+        "--augmentation", nargs="+", choices=AUGMENTATIONS.names(), help="augmentations (default all)"
+    )
+    p.add_argument("--variant", nargs="+", help="variant names, e.g. mixup_32 resize_64 (default all)")
+    p.add_argument("--method", nargs="+", help="methods (default: the study's ten of its Table 4)")
+    p.add_argument("--n-images", type=int, help="images transformed per variant (0 = all listed images)")
+
+
+def _run(args: argparse.Namespace, options: Options) -> int:
+    """Base workspace (label sets default to ground truth) -> variants -> generate and/or evaluate."""
+    configure_logging(args.verbose)
+    extra = {} if args.label_set else {"run": {"label_sets": ["groundtruth"]}}
+    ws = open_workspace(config_from_args(args, extra))
+    opts = settings(ws)
+    if args.n_images is not None:
+        if args.n_images < 0:
+            raise ConfigError(f"--n-images must be >= 0, got {args.n_images}")
+        opts["n_images"] = args.n_images
+    opts["methods"] = args.method or opts["methods"]
+    opts["augmentations"] = args.augmentation or opts["augmentations"]
+    variants = select_variants(ws, opts["augmentations"], args.variant)
+    step = options.get("step") or args.step
+    if step in ("generate", "all"):
+        for name, rec in run_generate(ws, variants, opts["methods"], opts["n_images"]):
+            state = (
+                f"{rec.n_computed} maps, {rec.seconds_per_image * 1000:.1f} ms/image"
+                if rec.n_computed
+                else "complete"
+            )
+            print(f"{name:14s} {rec.label_set:12s} {rec.method:32s} {state}")
+        print(f"augmented outputs under {ws.layout.model_dir / 'augmented'}")
+    if step in ("evaluate", "all"):
+        summary = run_evaluate(ws, variants, None)
+        print(f"{len(summary)} summary rows in {ws.layout.model_dir / 'augmented' / 'summary.csv'}")
+    return 0
+
+
+HELP = "stage 4: MixUp, CutMix, Resize, Rotation, Crop variants: maps and recognition metrics"
+COMMAND = register(Command("augment", HELP, _arguments, _run))

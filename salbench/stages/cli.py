@@ -1,20 +1,25 @@
-"""Command-line plumbing shared by the stage scripts: common flags, config resolution, error boundary.
+"""Command-line plumbing: the common flags, config resolution, the error boundary and the commands.
 
-Stage scripts are thin: ``build_parser()`` adds their own flags to :func:`common_parser`, and
-``main(argv)`` is wrapped by :func:`entry` so user errors print one line and exit 2, never a traceback.
+Every stage is a :class:`Command` in :data:`COMMANDS` (registered by its stage module): the
+``salbench`` console command runs them as subcommands (``salbench generate --method gradcam``), the
+study's stage scripts are one-line wrappers (:func:`script`) and the pipeline calls them in order. A
+command's ``main`` is wrapped by :func:`entry`, so user errors print one line and exit 2, never a
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from salbench.config import LABEL_SETS, PROTOCOLS, Config, resolve_config
 from salbench.errors import EXIT_USAGE, SalbenchError
+from salbench.registry import Registry
 
 ALL = "all"
 
@@ -127,18 +132,142 @@ def entry(fn: Callable[[list[str] | None], int]) -> Callable[[list[str] | None],
     return wrapper
 
 
-@entry
-def main(argv: list[str] | None = None) -> int:
-    """``salbench`` console command: ``salbench export STORE OUT_DIR`` (one .npy per image)."""
-    p = argparse.ArgumentParser(prog="salbench", description="salbench utilities")
-    sub = p.add_subparsers(dest="command", required=True)
-    exp = sub.add_parser("export", help="write one .npy per image from a map store (original study layout)")
-    exp.add_argument("store", help="path of a <method>.zarr map store")
-    exp.add_argument("out_dir", help="folder to write <image id>.npy files into")
-    exp.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    from salbench.store.maps import export_npy
+Options = Mapping[str, Any]
+"""What a script fixes for its command, e.g. the methods of one family or the evaluation kind."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One stage on the command line.
+
+    Attributes:
+        name: subcommand of the ``salbench`` console command.
+        help: one line for ``salbench --help``.
+        add_arguments: ``add_arguments(parser, options)`` adds the command's own flags.
+        run: ``run(args, options) -> exit code``: config -> workspace -> stage function -> summary.
+        common: takes the common flags (:func:`common_parser`).
+        label_sets: takes ``--label-set``.
+    """
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser, Options], None]
+    run: Callable[[argparse.Namespace, Options], int]
+    common: bool = True
+    label_sets: bool = True
+
+    def parser(self, options: Options | None = None, description: str = "", prog: str | None = None):
+        """The command's ArgumentParser (common flags first when it takes them)."""
+        text = description or self.help
+        if self.common:
+            p = common_parser(text, self.label_sets)
+        else:
+            p = argparse.ArgumentParser(
+                description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+            )
+        if prog:
+            p.prog = prog
+        self.add_arguments(p, options or {})
+        return p
+
+    def main(
+        self, argv: list[str] | None = None, options: Options | None = None, prog: str | None = None
+    ) -> int:
+        """Parse ``argv`` and run; user errors -> one ``error:`` line and exit code 2."""
+        return entry(lambda a: self.run(self.parser(options, prog=prog).parse_args(a), options or {}))(argv)
+
+
+COMMANDS: Registry[Command] = Registry("command")
+ORDER = (
+    "run",
+    "train",
+    "train-casme",
+    "diagnostics",
+    "generate",
+    "evaluate",
+    "augment",
+    "report",
+    "sanity",
+    "roar",
+    "export",
+)
+"""How ``salbench --help`` lists the commands: the pipeline, its stages in order, then the extras."""
+
+
+def register(command: Command) -> Command:
+    """Add ``command`` to :data:`COMMANDS` (stage modules call it at import)."""
+    return COMMANDS.register(command.name)(command)
+
+
+def load_commands() -> Registry[Command]:
+    """Import every stage module, so that each registers its command; returns :data:`COMMANDS`."""
+    from salbench.stages import (  # noqa: F401  (registration)
+        augmented,
+        diagnostics,
+        embedded,
+        evaluate,
+        generate,
+        pipeline,
+        report,
+        retraining,
+        sanity,
+    )
+
+    return COMMANDS
+
+
+def script(name: str, doc: str, **options: Any) -> tuple[Callable[[], argparse.ArgumentParser], Callable]:
+    """``(build_parser, main)`` of a stage script: command ``name`` with ``options`` fixed, described by
+    the first line of the script's docstring."""
+    command = load_commands().get(name)
+
+    def build_parser() -> argparse.ArgumentParser:
+        return command.parser(options, doc.splitlines()[0])
+
+    def main(argv: list[str] | None = None) -> int:
+        return command.main(argv, options)
+
+    return build_parser, main
+
+
+def _export_arguments(p: argparse.ArgumentParser, options: Options) -> None:
+    p.add_argument("store", help="path of a <method>.zarr map store")
+    p.add_argument("out_dir", help="folder to write <image id>.npy files into")
+    p.add_argument("--overwrite", action="store_true", help="rewrite .npy files that already exist")
+
+
+def _export(args: argparse.Namespace, options: Options) -> int:
+    from salbench.store.export import export_npy
 
     n = export_npy(args.store, args.out_dir, overwrite=args.overwrite)
     print(f"wrote {n} maps to {args.out_dir}")
     return 0
+
+
+register(
+    Command(
+        "export",
+        "write one <image id>.npy per image from a map store (the original study's layout)",
+        _export_arguments,
+        _export,
+        common=False,
+    )
+)
+
+
+@entry
+def main(argv: list[str] | None = None) -> int:
+    """``salbench <command> ...``: every stage of the pipeline from the installed package."""
+    commands = load_commands()
+    p = argparse.ArgumentParser(
+        prog="salbench", description="Saliency maps and their evaluation, stage by stage."
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    order = [c for c in ORDER if c in commands] + [c for c in commands.names() if c not in ORDER]
+    for name in order:
+        sub.add_parser(name, help=commands.get(name).help, add_help=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        p.parse_args(argv)  # prints help or the usage error
+        return EXIT_USAGE
+    return commands.get(argv[0]).main(argv[1:], {}, prog=f"salbench {argv[0]}")

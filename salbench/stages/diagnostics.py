@@ -7,6 +7,7 @@ same targets.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from salbench.data.images import FileImages
 from salbench.errors import DataError
 from salbench.progress import progress as progress_bar
 from salbench.scoped import model_mode
-from salbench.stages.workspace import Workspace
+from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
+from salbench.stages.workspace import Workspace, open_workspace
 from salbench.store.outputs import write_csv, write_json, write_run_record
 
 log = logging.getLogger(__name__)
@@ -140,3 +142,23 @@ def read_targets(diagnostics_csv: Path, label_set: str, ids: list[str]) -> tuple
     label_col, prob_col = LABEL_SET_COLUMNS[label_set]
     sub = frame.loc[ids]
     return sub[label_col].to_numpy(np.int64), sub[prob_col].to_numpy(np.float64)
+
+
+def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
+    return None
+
+
+def _run(args: argparse.Namespace, options: Options) -> int:
+    configure_logging(args.verbose)
+    ws = open_workspace(config_from_args(args))
+    frame = run_diagnostics(ws)
+    acc = float(frame["correct"].mean())
+    print(
+        f"{ws.cfg.model.name} on {ws.data.name}: top-1 accuracy {acc:.4f} over {len(frame)} images "
+        f"({int((~frame['correct']).sum())} misclassified); wrote {ws.layout.diagnostics_dir}"
+    )
+    return 0
+
+
+HELP = "stage 1: ground-truth, top-1 and least-likely labels and probabilities of every image"
+COMMAND = register(Command("diagnostics", HELP, _arguments, _run, label_sets=False))

@@ -10,6 +10,7 @@ rows are upserted into ``results.csv``.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import shutil
@@ -26,9 +27,10 @@ from salbench.data.sources import load_boxes, load_mask
 from salbench.metrics import METRICS
 from salbench.metrics.base import finite_mean
 from salbench.progress import progress as progress_bar
+from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
-from salbench.stages.kinds import Kind, compute_kind, make_state
-from salbench.stages.workspace import Workspace
+from salbench.stages.kinds import KINDS, Kind, compute_kind, make_state
+from salbench.stages.workspace import Workspace, open_workspace
 from salbench.store.maps import MapStore
 from salbench.store.outputs import atomic_path, write_csv, write_run_record
 from salbench.store.results import upsert_results
@@ -244,25 +246,17 @@ def _run_batches(
     return dict(seconds)
 
 
-def evaluation_parser(description: str):
-    """Parser of an evaluation script: common flags + ``--method`` (map store ids)."""
-    from salbench.stages.cli import common_parser
-
-    p = common_parser(description)
+def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
+    if "kind" not in options:
+        p.add_argument("kind", choices=list(KINDS), help="what to compute (one evaluation script each)")
     p.add_argument("--method", nargs="+", help="map store ids to evaluate (default: every complete store)")
-    return p
 
 
-def run_evaluation_script(args: Any, kind_name: str) -> int:
-    """Body of every evaluation script: config -> workspace -> evaluate -> printed summary."""
-    from salbench.stages.cli import config_from_args, configure_logging
-    from salbench.stages.kinds import KINDS
-    from salbench.stages.workspace import open_workspace
-
+def _run(args: argparse.Namespace, options: Options) -> int:
+    """Config -> workspace -> :func:`evaluate` -> one printed line per results row."""
     configure_logging(args.verbose)
     ws = open_workspace(config_from_args(args))
-    rows = evaluate(ws, KINDS[kind_name], args.method)
-    for r in rows:
+    for r in evaluate(ws, KINDS[options.get("kind") or args.kind], args.method):
         print(
             f"{r['label_set']:12s} {r['method']:34s} {r['metric']:26s} {r['value']:10.4f} (n={r['n_images']})"
         )
@@ -272,15 +266,11 @@ def run_evaluation_script(args: Any, kind_name: str) -> int:
     return 0
 
 
-def evaluation_script(doc: str, kind_name: str):
-    """``(build_parser, main)`` of an evaluation script for ``kind_name``."""
-    from salbench.stages.cli import entry
-
-    def build_parser():
-        return evaluation_parser(doc.splitlines()[0])
-
-    @entry
-    def main(argv: list[str] | None = None) -> int:
-        return run_evaluation_script(build_parser().parse_args(argv), kind_name)
-
-    return build_parser, main
+COMMAND = register(
+    Command(
+        "evaluate",
+        "stage 3: score stored maps (recognition, complexity, localization, gomez)",
+        _arguments,
+        _run,
+    )
+)

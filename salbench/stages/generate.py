@@ -8,6 +8,7 @@ batch index), so a resumed run writes exactly the maps an uninterrupted run writ
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import time
@@ -19,9 +20,10 @@ import torch
 
 from salbench.config import config_to_dict
 from salbench.methods import METHODS, SaliencyMethod
+from salbench.methods.deprocess import DEPROCESSORS
 from salbench.progress import progress as progress_bar
-from salbench.runtime import keyed_generator
 from salbench.scoped import count_passes
+from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
 from salbench.stages.workspace import Workspace, open_workspace
 from salbench.store.maps import MapStore
@@ -37,11 +39,6 @@ def build_method(ws: Workspace, method_id: str, overrides: Mapping[str, Any] | N
 def methods_of_family(*families: str) -> list[str]:
     """Registry ids whose ``family`` is one of ``families`` (registry order)."""
     return [m for m in METHODS.names() if METHODS.get(m).family in families]
-
-
-def batch_generator(ws: Workspace, key: str, batch_index: int) -> torch.Generator:
-    """Generator of one aligned batch of the run: a stable function of (run seed, ``key``, batch index)."""
-    return keyed_generator(ws.cfg.run.seed, key, batch_index, ws.runtime.device)
 
 
 def _open_store(ws: Workspace, label_set: str, method: SaliencyMethod) -> MapStore:
@@ -97,17 +94,20 @@ class GenerationRecord:
 def generate(
     ws: Workspace,
     method_ids: Iterable[str],
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
     progress: bool = True,
 ) -> list[GenerationRecord]:
-    """Stage 2 for every label set of the config x ``method_ids``; returns one record per pair."""
+    """Stage 2 for every label set of the config x ``method_ids``; returns one record per pair.
+
+    ``overrides``: method id -> parameter values replacing the configured ones (e.g. ``deprocess``).
+    """
     records = []
     bs = ws.cfg.run.batch_size
     n = len(ws.images)
     for label_set in ws.cfg.run.label_sets:
         targets, _ = read_targets(ws.layout.diagnostics_csv, label_set, ws.images.ids)
         for method_id in method_ids:
-            method = build_method(ws, method_id, overrides)
+            method = ws.method(method_id, (overrides or {}).get(method_id))
             store = _open_store(ws, label_set, method)
             pending = store.pending()
             if len(pending) == 0:
@@ -122,7 +122,7 @@ def generate(
                     rows = np.arange(b * bs, min((b + 1) * bs, n))
                     images = ws.images.load(rows)
                     tgt = torch.as_tensor(targets[rows], device=ws.runtime.device)
-                    maps = method(images.to(ws.runtime.device), tgt, batch_generator(ws, method.store_id, b))
+                    maps = method(images.to(ws.runtime.device), tgt, ws.generator(method.store_id, b))
                     store.write(rows, maps.detach().float().cpu().numpy())
             rec = GenerationRecord(
                 label_set,
@@ -138,36 +138,38 @@ def generate(
     return records
 
 
-def generation_parser(description: str, method_ids: list[str], deprocess: bool = False):
-    """Parser of a generation script: common flags + ``--method`` (+ ``--deprocess`` for gradients)."""
-    from salbench.stages.cli import common_parser
-
-    p = common_parser(description)
+def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
+    method_ids = list(options.get("methods") or METHODS.names())
     p.add_argument(
         "--method", nargs="+", choices=method_ids, help=f"methods to run (default: {' '.join(method_ids)})"
     )
-    if deprocess:
+    if any("deprocess" in _fields(m) for m in method_ids):
         p.add_argument(
-            "--deprocess",
-            choices=["smoothgrad", "jacobgil"],
-            help="gradient normalisation (default smoothgrad)",
+            "--deprocess", choices=list(DEPROCESSORS), help="gradient normalisation (default: the protocol's)"
         )
-    return p
+    if "casme" in method_ids:
+        p.add_argument("--masker", help="CASME masker checkpoint (overrides methods.casme.checkpoint)")
 
 
-def run_generation_script(
-    args: Any, method_ids: list[str], overrides: Mapping[str, Any] | None = None
-) -> int:
-    """Body of every generation script: config -> workspace -> :func:`generate` -> printed summary."""
-    from salbench.stages.cli import config_from_args, configure_logging
+def _fields(method_id: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(METHODS.get(method_id).params_cls)}
 
+
+def _run(args: argparse.Namespace, options: Options) -> int:
+    """Config -> workspace -> :func:`generate` -> one printed line per (label set, method)."""
     configure_logging(args.verbose)
-    ws = open_workspace(config_from_args(args))
-    overrides = dict(overrides or {})
-    if getattr(args, "deprocess", None):
-        overrides["deprocess"] = args.deprocess
-    records = generate(ws, args.method or method_ids, overrides)
-    for r in records:
+    cfg = config_from_args(args)
+    method_ids = args.method or list(options.get("methods") or [m for m in METHODS.names() if m != "casme"])
+    overrides: dict[str, dict[str, Any]] = {m: {} for m in method_ids}
+    for m in method_ids:
+        if getattr(args, "deprocess", None) and "deprocess" in _fields(m):
+            overrides[m]["deprocess"] = args.deprocess
+    if "casme" in method_ids:
+        from casme_utils.checkpoint import resolve_checkpoint
+
+        overrides["casme"]["checkpoint"] = getattr(args, "masker", None) or resolve_checkpoint(cfg)
+    ws = open_workspace(cfg)
+    for r in generate(ws, method_ids, overrides):
         if r.n_computed:
             print(
                 f"{r.label_set:12s} {r.method:32s} {r.n_computed:6d} maps "
@@ -179,15 +181,6 @@ def run_generation_script(
     return 0
 
 
-def generation_script(doc: str, method_ids: list[str], deprocess: bool = False):
-    """``(build_parser, main)`` of a generation script whose methods are ``method_ids``."""
-    from salbench.stages.cli import entry
-
-    def build_parser():
-        return generation_parser(doc.splitlines()[0], method_ids, deprocess)
-
-    @entry
-    def main(argv: list[str] | None = None) -> int:
-        return run_generation_script(build_parser().parse_args(argv), method_ids)
-
-    return build_parser, main
+COMMAND = register(
+    Command("generate", "stage 2: saliency maps into the resumable map stores", _arguments, _run)
+)

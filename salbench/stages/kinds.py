@@ -27,7 +27,6 @@ from salbench.metrics.gomez import FILLINGS, GOMEZ_GROUPS
 from salbench.metrics.localization import LOCALIZATION
 from salbench.metrics.recognition import RECOGNITION, StartCache
 from salbench.metrics.robustness import SENSITIVITY
-from salbench.stages.generate import batch_generator
 from salbench.stages.workspace import Workspace
 from salbench.store.maps import MapStore
 
@@ -138,7 +137,7 @@ def _reexplainer(ws: Workspace, batch: Any, method: str, state: dict[str, Any]):
     """The method under test, prepared once per label set, with this batch's own generator."""
     if method not in state["methods"]:
         state["methods"][method] = method_from_store(ws, ws.layout.maps(state["label_set"], method))
-    explainer, g = state["methods"][method], batch_generator(ws, f"reexplain:{method}", batch.index)
+    explainer, g = state["methods"][method], ws.generator(f"reexplain:{method}", batch.index)
     return lambda x, t: explainer(x, t, g)
 
 
@@ -160,7 +159,7 @@ def compute_kind(
         correct=torch.as_tensor(batch.correct) if kind.accepts("correct") else None,
         ids=batch.ids,
         cache=state["cache"],
-        generator=lambda key: batch_generator(ws, f"{key}:{method}", batch.index),
+        generator=lambda key: ws.generator(f"{key}:{method}", batch.index),
         explain=_reexplainer(ws, batch, method, state) if state["reexplain"] else None,
     )
     scores: dict[str, np.ndarray] = {}

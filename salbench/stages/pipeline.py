@@ -1,59 +1,65 @@
-"""Run every stage in order in one process (what ``sh_scripts/run_all.sh`` calls).
+"""Every stage in order in one process: ``salbench run`` (what ``sh_scripts/run_all.sh`` calls).
 
-Each step calls a stage script's ``main(argv)`` exactly as the command line would, so the scripts stay
-the single definition of each stage; running them in one process pays the library imports once.
-Completed work is skipped by every stage, so a rerun is a quick no-op.
+Each step runs a registered command (:data:`salbench.stages.cli.COMMANDS`) with the options of the
+study's stage script, exactly as ``salbench <command>`` or the script would from the command line;
+running them in one process pays the library imports once. Completed work is skipped by every stage,
+so a rerun is a quick no-op.
 
-Usage: ``python -m salbench.stages.pipeline [--config FILE] [common flags...]``
+Usage: ``salbench run [--config FILE] [common flags...]`` or ``python -m salbench.stages.pipeline``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from salbench.config import REPO_ROOT
-from salbench.stages.cli import common_parser, config_from_args, entry
+from salbench.config import CONFIG_DIR
+from salbench.stages.cli import COMMANDS, Command, Options, config_from_args, entry, load_commands, register
+from salbench.stages.generate import methods_of_family
 
 log = logging.getLogger("pipeline")
 GT = ["--label-set", "groundtruth"]
 
 
-def _script(relpath: str) -> Callable[[list[str] | None], int]:
-    """The ``main`` of a stage script given by its path relative to the repository."""
-    path = REPO_ROOT / relpath
-    spec = importlib.util.spec_from_file_location(f"_stage_{Path(relpath).stem}", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module.main
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One step: a command with the options of one stage script and extra flags."""
+
+    title: str
+    command: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    argv: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        fixed = " ".join(f"{k}={v}" for k, v in self.options.items() if k != "methods")
+        return " ".join(p for p in (f"salbench {self.command}", fixed, *self.argv) if p)
 
 
-def steps(kind: str, casme_checkpoint: str | None) -> list[tuple[str, str, list[str]]]:
-    """``(stage title, script, extra args)`` in order, for a data kind."""
-    out: list[tuple[str, str, list[str]]] = []
+def steps(kind: str, casme_checkpoint: str | None) -> list[Step]:
+    """The steps in order for a data kind (the embedded default trains its models first)."""
+    out: list[Step] = []
     if kind == "embedded":
         out += [
-            (
-                "0/5 embedded classifiers",
-                "main/train_embedded.py",
-                ["--models", "embedded_resnet", "embedded_vgg"],
-            ),
-            ("0/5 CASME masker", "main/train_casme.py", []),
-            ("0/5 diagnostics of the VGG-style model", "main/diagnostics.py", ["--model", "embedded_vgg"]),
+            Step("0/5 embedded classifiers", "train", argv=("--models", "embedded_resnet", "embedded_vgg")),
+            Step("0/5 CASME masker", "train-casme"),
+            Step("0/5 diagnostics of the VGG-style model", "diagnostics", argv=("--model", "embedded_vgg")),
         ]
+    gradient = methods_of_family("Gradient")
     out += [
-        ("1/5 diagnostics", "main/diagnostics.py", []),
-        ("2/5 maps: controls", "generation/baselines.py", []),
-        ("2/5 maps: gradients", "generation/gradients.py", ["--deprocess", "smoothgrad"]),
-        (
+        Step("1/5 diagnostics", "diagnostics"),
+        Step("2/5 maps: controls", "generate", {"methods": methods_of_family("Uninformed", "Control")}),
+        Step("2/5 maps: gradients", "generate", {"methods": gradient}, ("--deprocess", "smoothgrad")),
+        Step(
             "2/5 maps: gradients, jacobgil deprocessing",
-            "generation/gradients.py",
-            [
+            "generate",
+            {"methods": gradient},
+            (
                 *GT,
                 "--deprocess",
                 "jacobgil",
@@ -61,30 +67,32 @@ def steps(kind: str, casme_checkpoint: str | None) -> list[tuple[str, str, list[
                 "gradient",
                 "guided_backprop",
                 "integrated_gradients",
-            ],
+            ),
         ),
-        ("2/5 maps: CAMs", "generation/cams.py", []),
-        ("2/5 maps: RISE", "generation/rise.py", []),
-        ("2/5 maps: LIME", "generation/lime.py", []),
-        ("2/5 maps: IBA", "generation/iba.py", []),
+        Step("2/5 maps: CAMs", "generate", {"methods": methods_of_family("CAM")}),
+        Step("2/5 maps: RISE", "generate", {"methods": ["rise"]}),
+        Step("2/5 maps: LIME", "generate", {"methods": ["lime"]}),
+        Step("2/5 maps: IBA", "generate", {"methods": ["iba"]}),
     ]
     if kind == "embedded":
-        out.append(("2/5 maps: CASME", "generation/casme.py", []))
+        out.append(Step("2/5 maps: CASME", "generate", {"methods": ["casme"]}))
     elif casme_checkpoint:
-        out.append(("2/5 maps: CASME", "generation/casme.py", ["--masker", casme_checkpoint]))
+        out.append(
+            Step("2/5 maps: CASME", "generate", {"methods": ["casme"]}, ("--masker", casme_checkpoint))
+        )
     out += [
-        ("3/5 interpretable recognition", "evaluation/interpretable_recognition.py", []),
-        ("3/5 fidelity / complexity", "evaluation/complexity_analysis.py", GT),
-        ("3/5 localization", "evaluation/localization.py", GT),
-        ("4/5 augmented: transform + maps", "augmented/generate.py", []),
-        ("4/5 augmented: evaluation", "augmented/evaluate.py", []),
-        ("5/5 report", "evaluation/report.py", []),
+        Step("3/5 interpretable recognition", "evaluate", {"kind": "recognition"}),
+        Step("3/5 fidelity / complexity", "evaluate", {"kind": "complexity"}, tuple(GT)),
+        Step("3/5 localization", "evaluate", {"kind": "localization"}, tuple(GT)),
+        Step("4/5 augmented: transform + maps", "augment", {"step": "generate"}),
+        Step("4/5 augmented: evaluation", "augment", {"step": "evaluate"}),
+        Step("5/5 report", "report"),
     ]
     return out
 
 
 def _without_option(argv: list[str], option: str) -> list[str]:
-    """``argv`` minus ``option VALUE`` / ``option=VALUE`` (flags the stage scripts do not take)."""
+    """``argv`` minus ``option VALUE`` / ``option=VALUE`` (flags the stage commands do not take)."""
     out, skip = [], False
     for a in argv:
         if skip:
@@ -96,41 +104,62 @@ def _without_option(argv: list[str], option: str) -> list[str]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = common_parser("Run every stage on one configuration (default: the embedded benchmark).")
+def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
     p.add_argument("--casme-checkpoint", help="CASME masker for non-embedded data (skipped without it)")
-    return p
 
 
-@entry
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+def run_pipeline(argv: list[str]) -> int:
+    """Run every step with the common flags ``argv`` (default config: the embedded benchmark)."""
+    parser = COMMANDS.get("run").parser()
     args = parser.parse_args(argv)
     if args.config is None:
-        argv = ["--config", str(REPO_ROOT / "configs" / "embedded.yaml"), *argv]
+        argv = ["--config", str(CONFIG_DIR / "embedded.yaml"), *argv]
         args = parser.parse_args(argv)
     cfg = config_from_args(args)
     common = _without_option(argv, "--casme-checkpoint")
-    start = time.perf_counter()
-    timings = []
-    for title, script, extra in steps(cfg.data.kind, args.casme_checkpoint):
-        print(f"\n=== {title}: python {script} {' '.join(extra)} ===", flush=True)
+    commands = load_commands()
+    start, timings = time.perf_counter(), []
+    for step in steps(cfg.data.kind, args.casme_checkpoint):
+        print(f"\n=== {step.title}: {step.describe()} ===", flush=True)
         t0 = time.perf_counter()
-        rc = _script(script)([*common, *extra])
-        timings.append((title, script, time.perf_counter() - t0))
+        rc = commands.get(step.command).main([*common, *step.argv], step.options)
+        timings.append((step, time.perf_counter() - t0))
         if rc != 0:
-            print(f"stage {script} failed with exit code {rc}; completed work is kept, rerun to resume")
+            print(f"stage {step.command} failed with exit code {rc}; completed work is kept, rerun to resume")
             return rc
     root = Path(cfg.run.output_root)
     print("\nstage timings (s):")
-    for title, script, seconds in timings:
-        print(f"  {seconds:8.1f}  {title} ({script})")
+    for step, seconds in timings:
+        print(f"  {seconds:8.1f}  {step.title} ({step.describe()})")
     print(f"done in {time.perf_counter() - start:.0f} s")
     print(f"results: {root / 'results.csv'}")
     print(f"tables:  {root / 'report' / 'tables'}")
     print(f"report:  {root / 'report' / 'REPORT.md'}")
     return 0
+
+
+def _run(args: argparse.Namespace, options: Options) -> int:
+    return run_pipeline(list(options["argv"]))
+
+
+class _Pipeline(Command):
+    """``run`` re-parses its own argv (the steps take the same common flags)."""
+
+    def main(
+        self, argv: list[str] | None = None, options: Options | None = None, prog: str | None = None
+    ) -> int:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        return entry(run_pipeline)(argv)
+
+
+COMMAND = register(
+    _Pipeline("run", "every stage in order (the embedded default without --config)", _arguments, _run)
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m salbench.stages.pipeline [flags]``."""
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

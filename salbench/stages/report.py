@@ -1,4 +1,7 @@
-"""Reading what the evaluation stages left on disk, for the figures and the provenance section.
+"""Stage 5, the report: read what the evaluation stages left on disk and hand it to :mod:`salbench.report`.
+
+The report itself is built from ``results.csv``; this stage reads the per-image values, curves, map
+stores, images and manifests that some of its figures and its provenance section draw on:
 
 * per-image recognition CSVs ``<root>/<model>/evaluation/<label_set>/<method>_recognition.csv``
   (``image_id, base_prob, masked_prob, average_drop, average_increase, average_gain, insertion,
@@ -13,6 +16,7 @@ Everything here is optional input: a missing file means "not computed in this ru
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -23,7 +27,12 @@ import numpy as np
 import pandas as pd
 
 from salbench.errors import DataError, SalbenchError
+from salbench.report import build_report
 from salbench.report.figures import PER_IMAGE_COLUMNS, Figure1Inputs, pick_best_worst
+from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
+from salbench.store.layout import RunLayout
+from salbench.store.outputs import write_run_record
+from salbench.store.results import read_results
 
 log = logging.getLogger(__name__)
 RECOGNITION_SUFFIX = "_recognition.csv"
@@ -183,3 +192,41 @@ def load_figure1_inputs(
     maps = {path.name[: -len(".zarr")]: _read_maps(path, wanted) for path in stores}
     maps = {m: v for m, v in maps.items() if v}
     return Figure1Inputs(images, maps, picks) if images and maps and picks else None
+
+
+def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
+    p.add_argument("--results", help="results CSV to report on (default <output_root>/results.csv)")
+    p.add_argument("--out-dir", help="report folder (default <output_root>/report)")
+    p.add_argument("--no-figure1", action="store_true", help="skip Figure 1 (reads images and map stores)")
+
+
+def run_report(cfg: Any, results: Path, out: Path, figure1: bool = True) -> Path:
+    """Build ``out/REPORT.md`` (tables, figures, claims) from ``results`` and the run's files; its path."""
+    layout = RunLayout.from_config(cfg)
+    models = sorted(set(read_results(results, missing_ok=False)["model"]))
+    per_image = load_per_image(layout.root, models)
+    fig1 = load_figure1_inputs(cfg, per_image) if figure1 else None
+    path = build_report(
+        results,
+        out,
+        {"manifests": collect_manifests(layout.root)},
+        per_image=per_image,
+        curves=load_curves(layout.root, models),
+        figure1_inputs=None if fig1 is None else {cfg.model.name: fig1},
+    )
+    write_run_record(out, cfg, None, "report", extra={"results": str(results)})
+    return path
+
+
+def _run(args: argparse.Namespace, options: Options) -> int:
+    configure_logging(args.verbose)
+    cfg = config_from_args(args)
+    layout = RunLayout.from_config(cfg)
+    results = Path(args.results) if args.results else layout.results_csv
+    out = Path(args.out_dir) if args.out_dir else layout.report_dir
+    print(run_report(cfg, results, out, figure1=not args.no_figure1))
+    return 0
+
+
+HELP = "stage 5: the study's tables, figures and claims from results.csv"
+COMMAND = register(Command("report", HELP, _arguments, _run, label_sets=False))

@@ -24,6 +24,7 @@ generator) are identical under randomisation, score exactly 1 and must be flagge
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -32,25 +33,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torchvision
 from torch import nn
 
 from salbench.config import Config, TrainConfig
 from salbench.data.sources import open_data
 from salbench.errors import ConfigError
-from salbench.methods import METHODS, SaliencyMethod
-from salbench.methods.base import Preparation
-from salbench.methods.deprocess import get_deprocessor
-from salbench.methods.gradients import GradientFamilyMethod
+from salbench.methods import METHODS
 from salbench.metrics.similarity import HOG_PARAMS, METRIC_IDS, similarity_scores
 from salbench.models.randomisation import LayerBlock, randomisation_blocks, randomised_copy
-from salbench.models.registry import EMBEDDED_MODELS, load_checkpoint
+from salbench.models.registry import load_checkpoint
 from salbench.models.training import load_split, train_classifier
-from salbench.report.extras import figure_cascade
+from salbench.report.sanity import figure_cascade
 from salbench.scoped import seeded_global_rng
+from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
-from salbench.stages.generate import batch_generator
-from salbench.stages.workspace import Workspace
+from salbench.stages.workspace import MethodExplainer, Workspace, fresh_model, open_workspace
 from salbench.store.outputs import atomic_path, write_csv, write_run_record
 from salbench.store.results import upsert_results
 
@@ -80,63 +77,6 @@ class SanitySettings:
     threshold: float = 0.5
     flag_metric: str = "sanity_spearman_abs"
     train: TrainConfig | None = None
-
-
-class MethodExplainer:
-    """Builds ``method_id`` on any model with the run's parameters, prepared once per model, per-batch seeds.
-
-    Args:
-        ws: the run (parameters, seed, device).
-        method_id: registry id.
-        batches: ``(images, targets)`` batches on the run device, explained in this order.
-        state_dir: where RISE masks are saved/reloaded (None: drawn once and shared between models).
-    """
-
-    def __init__(
-        self,
-        ws: Workspace,
-        method_id: str,
-        batches: list[tuple[torch.Tensor, torch.Tensor]],
-        state_dir: Path | None = None,
-    ):
-        self.ws, self.batches, self.method_id = ws, batches, method_id
-        self.cls = METHODS.get(method_id)
-        first = ws.method(method_id)
-        self.params, self.store_id = first.params, first.store_id
-        self.preparation = Preparation(
-            lambda: (images for images, _ in batches),
-            tuple(batches[0][0].shape[-2:]),
-            ws.cfg.run.seed,
-            ws.runtime.device,
-            state_dir,
-        )
-
-    def _build(self, model: nn.Module) -> SaliencyMethod:
-        method = self.ws.method(self.method_id, model=model)
-        method.prepare(self.preparation)  # IBA: statistics of this model; RISE: the run's masks
-        return method
-
-    def __call__(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
-        """(maps (N,H,W), signed maps (N,H,W)) of every image on ``model``."""
-        method, maps, signed = self._build(model), [], []
-        for b, (images, targets) in enumerate(self.batches):
-            gen = batch_generator(self.ws, self.store_id, b)
-            if isinstance(method, GradientFamilyMethod):
-                raw = method.raw_attributions(images, targets, gen)
-                m, s = get_deprocessor(method.params.deprocess)(raw), raw.sum(1)
-            else:
-                m = s = method(images, targets, gen)
-            maps.append(m.detach().float().cpu().numpy())
-            signed.append(s.detach().float().cpu().numpy())
-        return np.concatenate(maps), np.concatenate(signed)
-
-
-def fresh_model(ws: Workspace) -> nn.Module:
-    """A randomly initialised model of the run's architecture and class count (draws from the global RNG)."""
-    n, name = int(ws.model_info["num_classes"]), ws.cfg.model.name
-    if name in EMBEDDED_MODELS:
-        return EMBEDDED_MODELS.get(name)(n)
-    return torchvision.models.get_model(name, weights=None, num_classes=n)
 
 
 def label_shuffled_model(ws: Workspace, train: TrainConfig, progress: bool = True) -> nn.Module:
@@ -406,3 +346,50 @@ def with_image_limit(cfg: Config, limit: int | None) -> Config:
     if limit is None:
         limit = DEFAULT_LIMIT if cfg.run.limit == 0 else min(DEFAULT_LIMIT, cfg.run.limit)
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, limit=limit))
+
+
+def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
+    p.add_argument(
+        "--method", nargs="+", choices=METHODS.names(), help=f"default: {' '.join(DEFAULT_METHODS)}"
+    )
+    p.add_argument("--variant", nargs="+", choices=VARIANTS, help="default: every variant that applies")
+    p.add_argument("--threshold", type=float, default=0.5, help="fails when similarity stays above it")
+    p.add_argument("--flag-metric", choices=METRIC_IDS, default="sanity_spearman_abs")
+    p.add_argument(
+        "--quick", action="store_true", help=f"train the shuffled-label model for {QUICK_EPOCHS} epochs"
+    )
+    p.epilog = f"--limit defaults to the first {DEFAULT_LIMIT} images of the run."
+
+
+def _run(args: argparse.Namespace, options: Options) -> int:
+    configure_logging(args.verbose)
+    cfg = with_image_limit(config_from_args(args), args.limit)
+    train = dataclasses.replace(cfg.train, epochs=QUICK_EPOCHS) if args.quick else cfg.train
+    variants = tuple(args.variant) if args.variant else None
+    settings = SanitySettings(
+        tuple(args.method or DEFAULT_METHODS), variants, args.threshold, args.flag_metric, train
+    )
+    ws = open_workspace(cfg)
+    flags = run_sanity(ws, settings)
+    verdict = {True: "FAILS", False: "passes"}
+    for r in flags.itertuples():
+        model = verdict.get(r.fails_model_randomisation, "-")
+        data = verdict.get(r.fails_data_randomisation, "-")
+        print(
+            f"{r.label_set:12s} {r.method:32s} {r.flag_metric} (fails above {r.threshold:g}): "
+            f"model {r.similarity_full_randomisation:6.3f} {model:6s} "
+            f"data {r.similarity_data_randomisation:6.3f} {data:6s}{'  [control]' if r.control else ''}"
+        )
+    passed = flags.fails_model_randomisation.eq(False) | flags.fails_data_randomisation.eq(False)
+    missed = flags[flags.control & passed]
+    if len(missed):
+        print(f"warning: controls not flagged ({', '.join(missed.method)}): the check is not trustworthy")
+    for key in ("model", "data"):
+        like = flags[~flags.control & flags[f"fails_{key}_randomisation"].eq(True)]
+        print(f"fail {key} randomisation like the controls: {', '.join(sorted(set(like.method))) or 'none'}")
+    print(f"wrote {ws.layout.model_dir / 'sanity'}")
+    return 0
+
+
+HELP = "sanity checks (Adebayo et al. 2018): model and data randomisation of each method's maps"
+COMMAND = register(Command("sanity", HELP, _arguments, _run))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torchvision
 from torch import nn
 
 from salbench.config import Config
@@ -14,10 +17,12 @@ from salbench.data.images import FileImages, ImageSource
 from salbench.data.sources import DataSource, open_data
 from salbench.errors import ConfigError
 from salbench.methods.base import METHODS, MethodContext, Preparation, SaliencyMethod, build_params
+from salbench.methods.deprocess import get_deprocessor
+from salbench.methods.gradients import GradientFamilyMethod
 from salbench.models.layers import get_submodule, resolve_target_layer
 from salbench.models.registry import EMBEDDED_MODELS, build_model
 from salbench.progress import progress as progress_bar
-from salbench.runtime import Runtime, setup_runtime
+from salbench.runtime import Runtime, keyed_generator, setup_runtime
 from salbench.store.layout import RunLayout, embedded_checkpoint
 
 
@@ -48,6 +53,11 @@ class Workspace:
     def describe(self) -> dict[str, Any]:
         """Provenance recorded in manifests."""
         return {"data": self.data.describe(), "model": self.model_info, "target_layer": self.target_layer}
+
+    def generator(self, key: str, index: int = 0) -> torch.Generator:
+        """Generator of one keyed draw of the run (e.g. a map store id and an aligned batch index):
+        a stable function of (run seed, ``key``, ``index``), see :func:`salbench.runtime.keyed_generator`."""
+        return keyed_generator(self.cfg.run.seed, key, index, self.runtime.device)
 
     @property
     def state_dir(self):
@@ -118,3 +128,60 @@ def open_workspace(cfg: Config, split: str | None = None) -> Workspace:
     return Workspace(
         cfg, runtime, RunLayout.from_config(cfg), data, model, info, spec, context, FileImages(data)
     )
+
+
+class MethodExplainer:
+    """Builds ``method_id`` on any model with the run's parameters, prepared once per model, per-batch seeds.
+
+    Args:
+        ws: the run (parameters, seed, device).
+        method_id: registry id.
+        batches: ``(images, targets)`` batches on the run device, explained in this order.
+        state_dir: where RISE masks are saved/reloaded (None: drawn once and shared between models).
+    """
+
+    def __init__(
+        self,
+        ws: Workspace,
+        method_id: str,
+        batches: list[tuple[torch.Tensor, torch.Tensor]],
+        state_dir: Path | None = None,
+    ):
+        self.ws, self.batches, self.method_id = ws, batches, method_id
+        self.cls = METHODS.get(method_id)
+        first = ws.method(method_id)
+        self.params, self.store_id = first.params, first.store_id
+        self.preparation = Preparation(
+            lambda: (images for images, _ in batches),
+            tuple(batches[0][0].shape[-2:]),
+            ws.cfg.run.seed,
+            ws.runtime.device,
+            state_dir,
+        )
+
+    def _build(self, model: nn.Module) -> SaliencyMethod:
+        method = self.ws.method(self.method_id, model=model)
+        method.prepare(self.preparation)  # IBA: statistics of this model; RISE: the run's masks
+        return method
+
+    def __call__(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        """(maps (N,H,W), signed maps (N,H,W)) of every image on ``model``."""
+        method, maps, signed = self._build(model), [], []
+        for b, (images, targets) in enumerate(self.batches):
+            gen = self.ws.generator(self.store_id, b)
+            if isinstance(method, GradientFamilyMethod):
+                raw = method.raw_attributions(images, targets, gen)
+                m, s = get_deprocessor(method.params.deprocess)(raw), raw.sum(1)
+            else:
+                m = s = method(images, targets, gen)
+            maps.append(m.detach().float().cpu().numpy())
+            signed.append(s.detach().float().cpu().numpy())
+        return np.concatenate(maps), np.concatenate(signed)
+
+
+def fresh_model(ws: Workspace) -> nn.Module:
+    """A randomly initialised model of the run's architecture and class count (draws from the global RNG)."""
+    n, name = int(ws.model_info["num_classes"]), ws.cfg.model.name
+    if name in EMBEDDED_MODELS:
+        return EMBEDDED_MODELS.get(name)(n)
+    return torchvision.models.get_model(name, weights=None, num_classes=n)

@@ -1,4 +1,4 @@
-"""Resumable, shardable store of saliency maps (SPEC section 4) and the per-image ``.npy`` export.
+"""Resumable, shardable store of saliency maps (SPEC section 4); per-image export: :mod:`.export`.
 
 One store = one model x label set x method: a zarr v3 group holding ``maps`` ``(n_images, H, W)``
 float32 (chunks of ``chunk_rows`` rows, Blosc-zstd + CRC32C, NaN fill), ``done`` ``(n_images,)`` bool
@@ -22,7 +22,7 @@ Guarantees:
 - **Creation race.** A new store is built in a temporary sibling folder and renamed into place; a
   process losing the race discards its copy and opens (and checks) the winner's. ``overwrite=True``,
   :meth:`~MapStore.update_attrs` and :meth:`~MapStore.verify` are single-process operations.
-- **No unpickling.** Only numeric and UTF-8 string arrays; export uses ``allow_pickle=False``.
+- **No unpickling.** Only numeric and UTF-8 string arrays.
 
 A resumed run ends with exactly the maps of an uninterrupted one when a row's map depends only on that
 row (deterministic methods, or per-image seeds).
@@ -30,23 +30,21 @@ row (deterministic methods, or per-image seeds).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-from salbench.errors import EXIT_USAGE, ConfigError, DataError, SalbenchError
+from salbench.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -399,79 +397,3 @@ class MapStore:
             self._maps[block] = np.nan
             reset += was_done
         return reset
-
-
-def _export_path(out_dir: Path, image_id: str, store_path: Path) -> Path:
-    """``out_dir/<id>.npy`` for a normalised relative POSIX id; anything else raises :class:`DataError`."""
-    rel = PurePosixPath(image_id)
-    if rel.is_absolute() or str(rel) != image_id or any(p in ("", ".", "..") for p in rel.parts):
-        raise DataError(
-            f"map store {store_path}: image id {image_id!r} is not a normalised relative path (no '..', "
-            "'.', leading '/' or empty parts); cannot export it"
-        )
-    return out_dir.joinpath(*rel.parent.parts, rel.name + ".npy")
-
-
-def _save_npy(dest: Path, array: np.ndarray, root: Path) -> None:
-    """Write ``array`` to ``dest`` atomically (temporary name + rename), inside ``root``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.parent.resolve().is_relative_to(root):
-        raise DataError(f"export: {dest} would be written outside {root} (symbolic link?)")
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def export_npy(store_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> int:
-    """Write one ``<out_dir>/<id>.npy`` ``(H, W)`` float32 per image (the original study's layout).
-
-    Ids with ``/`` become nested folders. Existing files are kept unless ``overwrite``. Returns the
-    number of files written.
-
-    Raises:
-        DataError: the store is missing, incomplete or damaged, or an id is not a safe relative path.
-    """
-    store = MapStore.read_only(store_path)
-    if not store.complete:
-        missing = store.pending().size
-        raise DataError(f"map store {store.path}: {missing} of {len(store.ids)} maps missing; finish the run")
-    out = Path(out_dir)
-    dests = [_export_path(out, i, store.path) for i in store.ids]
-    out.mkdir(parents=True, exist_ok=True)
-    root = out.resolve()
-    written = 0
-    for start in range(0, len(dests), store.chunk_rows):
-        block = range(start, min(start + store.chunk_rows, len(dests)))
-        rows = np.array([r for r in block if overwrite or not dests[r].exists()], dtype=np.int64)
-        for r, m in zip(rows, store.read(rows)):
-            _save_npy(dests[r], m, root)
-            written += 1
-    logger.info("exported %d of %d maps from %s to %s", written, len(dests), store.path, out)
-    return written
-
-
-def build_export_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Arguments of ``salbench export``; fills ``parser`` (e.g. a subparser) when given."""
-    parser = parser or argparse.ArgumentParser(
-        prog="salbench export", description="Export a map store to one <id>.npy per image."
-    )
-    parser.add_argument("store", help="map store folder (zarr group)")
-    parser.add_argument("out_dir", help="output folder for <id>.npy files")
-    parser.add_argument("--overwrite", action="store_true", help="rewrite .npy files that already exist")
-    return parser
-
-
-def export_main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry: export a store; exit 0, or 2 with a one-line ``error:`` on bad input."""
-    args = build_export_parser().parse_args(argv)
-    try:
-        n = export_npy(args.store, args.out_dir, overwrite=args.overwrite)
-    except SalbenchError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return EXIT_USAGE
-    logger.info("salbench export: %d files written to %s", n, args.out_dir)
-    return 0
