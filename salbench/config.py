@@ -216,8 +216,50 @@ def build_dataclass(cls: type, values: Mapping[str, Any], what: str) -> Any:
         if typing.get_origin(hints[name]) is Literal and value not in typing.get_args(hints[name]):
             choices = ", ".join(map(str, typing.get_args(hints[name])))
             raise ConfigError(f"parameter {name!r} of {what}: {value!r} is not one of {choices}")
+        if not _matches(hints[name], value):
+            raise ConfigError(
+                f"parameter {name!r} of {what}: expected {_describe(hints[name])}, got {value!r}"
+            )
         out[name] = value
     return cls(**out)
+
+
+def _matches(tp: Any, value: Any) -> bool:
+    """Whether ``value`` fits the annotation ``tp`` (ints count as floats; unknown annotations pass)."""
+    origin = typing.get_origin(tp)
+    if tp is Any or tp is object:
+        return True
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(arg, value) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(args[0], v) for v in value)
+        return len(args) == len(value) and all(_matches(a, v) for a, v in zip(args, value))
+    return True
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -231,13 +273,41 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (YAML would keep the last silently)."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping (safe loader) or raise a one-line :class:`ConfigError` naming the file."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"config file {str(p)!r} cannot be read as UTF-8 text ({type(exc).__name__})"
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.constructor.ConstructorError as exc:
+        line = f" line {exc.problem_mark.line + 1}" if exc.problem_mark is not None else ""
+        raise ConfigError(f"config file {str(p)!r}{line}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
@@ -277,7 +347,21 @@ def resolve_config(
     protocol = merged.get("run", {}).get("protocol", RunConfig.protocol)
     preset = protocol_preset(protocol)
     _build(Config, preset, "", f"protocol preset {protocol!r}")
-    return _build(Config, deep_merge(preset, merged), "", source)
+    cfg = _build(Config, deep_merge(preset, merged), "", source)
+    check_run(cfg.run)
+    return cfg
+
+
+_LOWER_BOUNDS = {"batch_size": 1, "max_batch": 1, "limit": 0, "threads": 0, "seed": 0}
+"""Smallest allowed value of the ``run`` section's integers (``limit``/``threads`` 0 = all/default)."""
+
+
+def check_run(run: RunConfig) -> None:
+    """Raise a one-line :class:`ConfigError` for a ``run`` value out of range, naming its key."""
+    for key, low in _LOWER_BOUNDS.items():
+        value = getattr(run, key)
+        if value < low:
+            raise ConfigError(f"config key 'run.{key}' must be >= {low}, got {value}")
 
 
 def config_to_dict(cfg: Any) -> Any:

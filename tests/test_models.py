@@ -65,8 +65,37 @@ def test_checkpoint_round_trip_and_unsafe_file(tmp_path):
 
 def test_checkpoint_that_does_not_fit(tmp_path):
     torch.save(EmbeddedResNet(num_classes=4).state_dict(), tmp_path / "r.pt")
-    with pytest.raises(DataError, match="does not fit the model"):
+    with pytest.raises(DataError, match=r"does not fit model EmbeddedVGG: missing 37 \(features.0.weight"):
         build_model(ModelConfig(name="embedded_vgg", checkpoint=str(tmp_path / "r.pt")))
+    # every mismatch is named: missing, unexpected and mis-shaped keys
+    state = EmbeddedResNet(num_classes=4).state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    del state["fc.bias"]
+    state["fc.weight"] = torch.zeros(3, 3)
+    torch.save({"state_dict": state, "meta": {"num_classes": 4}}, tmp_path / "s.pt")
+    message = (
+        r"missing 1 \(fc.bias\); unexpected 1 \(extra.weight\); mis-shaped 1 \(fc.weight \(3, 3\) vs \(4, "
+    )
+    with pytest.raises(DataError, match=message):
+        build_model(ModelConfig(name="embedded_resnet", checkpoint=str(tmp_path / "s.pt")))
+
+
+def test_nan_weights_are_refused_naming_the_checkpoint(tmp_path):
+    state = EmbeddedResNet(num_classes=4).state_dict()
+    state["fc.weight"][0, 0] = float("nan")
+    torch.save({"state_dict": state, "meta": {"num_classes": 4}}, tmp_path / "nan.pt")
+    with pytest.raises(DataError, match=r"nan\.pt: 1 values of 'fc.weight' are NaN or inf"):
+        build_model(ModelConfig(name="embedded_resnet", checkpoint=str(tmp_path / "nan.pt")))
+
+
+def test_malicious_checkpoint_message_names_the_blocked_global(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("never printed",))
+
+    torch.save({"state_dict": {"w": Evil()}}, tmp_path / "evil.pt")
+    with pytest.raises(DataError, match=r"would run the Python object '(builtins.)?print' when unpickled"):
+        build_model(ModelConfig(name="embedded_resnet", checkpoint=str(tmp_path / "evil.pt")))
 
 
 def test_torchvision_weights_read_from_hub_cache_only(tmp_path, monkeypatch):

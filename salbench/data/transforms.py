@@ -15,6 +15,18 @@ from PIL import Image
 
 from salbench.config import IMAGENET_MEAN, IMAGENET_STD
 
+_WIDE = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB. 16-bit grey images are scaled by their bit depth (65535 -> 255), not
+    clipped (Pillow's own conversion turns nearly every 16-bit pixel white)."""
+    if image.mode in _WIDE:
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode != "I" or arr.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
@@ -38,7 +50,7 @@ class Preprocess:
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """PIL image -> (3,H,W) float32 pixels in [0,1] after resize and crop."""
-        image = image.convert("RGB")
+        image = to_rgb(image)
         if self.resize:
             image = image.resize((self.resize, self.resize), Image.Resampling.BILINEAR)
         arr = np.asarray(image, dtype=np.float32) / 255.0

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from salbench.errors import ConfigError
+from salbench.errors import ConfigError, DataError
 from salbench.scoped import model_mode
 
 
@@ -40,8 +40,16 @@ def _check_max_batch(max_batch: int) -> None:
 
 
 def _gather_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Softmax (in float32) of (B,K) logits at (B,) targets -> (B,)."""
-    return torch.softmax(logits.float(), dim=1).gather(1, targets.view(-1, 1)).squeeze(1)
+    """Softmax (float32, or float64 for float64 logits) of (B,K) logits at (B,) targets -> (B,).
+
+    Raises:
+        DataError: a target is not one of the K outputs.
+    """
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= logits.shape[1]):
+        bad = int(targets.max()) if int(targets.max()) >= logits.shape[1] else int(targets.min())
+        raise DataError(f"targets: class {bad} is out of range for a model with {logits.shape[1]} outputs")
+    scores = logits if logits.dtype == torch.float64 else logits.float()
+    return torch.softmax(scores, dim=1).gather(1, targets.view(-1, 1)).squeeze(1)
 
 
 @torch.no_grad()
@@ -63,10 +71,11 @@ def target_probs(
         counter: optional :class:`ForwardCounter` updated with every pass.
 
     Returns:
-        (M,) float32 tensor on the inputs' device.
+        (M,) float32 tensor (float64 for float64 inputs) on the inputs' device.
     """
     _check_max_batch(max_batch)
-    out = torch.empty(inputs.shape[0], dtype=torch.float32, device=inputs.device)
+    dtype = torch.float64 if inputs.dtype == torch.float64 else torch.float32
+    out = torch.empty(inputs.shape[0], dtype=dtype, device=inputs.device)
     with model_mode(model, False):
         for start in range(0, inputs.shape[0], max_batch):
             sl = slice(start, start + max_batch)
@@ -107,7 +116,10 @@ def chunked_target_probs(
     with model_mode(model, False):
         for start in range(0, total, max_batch):
             stop = min(start + max_batch, total)
-            out[start:stop] = _gather_probs(model(build(start, stop)), targets[start:stop])
+            probs = _gather_probs(model(build(start, stop)), targets[start:stop])
+            if probs.dtype != out.dtype:  # float64 models keep float64 probabilities
+                out = out.to(probs.dtype)
+            out[start:stop] = probs
             if counter is not None:
                 counter.add(stop - start)
     return out

@@ -7,7 +7,9 @@ every checkpoint is loaded with ``weights_only=True``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -47,8 +49,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt/unsafe files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"checkpoint {str(p)!r} cannot be loaded safely: {reason[:200]}") from None
+        raise DataError(f"checkpoint {str(p)!r} cannot be loaded safely: {_load_failure(exc)}") from None
     if not isinstance(obj, Mapping):
         raise DataError(f"checkpoint {str(p)!r} does not hold a state dict")
     meta = dict(obj.get("meta", {})) if isinstance(obj.get("meta", {}), Mapping) else {}
@@ -62,12 +63,40 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return state, meta
 
 
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line that keeps the meaning."""
+    text = str(exc)
+    blocked = re.search(r"unsupported GLOBAL ([\w.]+)", text) or re.search(
+        r"Unsupported global: GLOBAL ([\w.]+)", text
+    )
+    if blocked:
+        return (
+            f"it would run the Python object {blocked.group(1)!r} when unpickled, which loading with "
+            "weights_only=True refuses (only tensors and plain containers are read)"
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:200]
-        raise DataError(f"checkpoint {source!r} does not fit the model: {first}") from None
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in want.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        parts = [
+            f"{label} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes))
+            if keys
+        ]
+        raise DataError(
+            f"checkpoint {source!r} does not fit model {type(model).__name__}: {'; '.join(parts)}"
+        )
+    model.load_state_dict(state, strict=True)
 
 
 def torchvision_weights_file(name: str, weights: str) -> tuple[Any, Path]:
@@ -115,7 +144,29 @@ def build_model(cfg: ModelConfig, num_classes: int = 0) -> tuple[nn.Module, dict
         raise ConfigError(f"unknown model {cfg.name!r}; choose an embedded model or a torchvision classifier")
     info["num_classes"] = n_classes
     info["memory_format"] = cfg.memory_format
+    source = cfg.checkpoint or info.get("weights_file") or f"random initialisation of {cfg.name}"
+    info["state_sha256"] = state_digest(model, source)
     return with_memory_format(model, cfg.memory_format).eval(), info
+
+
+def state_digest(model: nn.Module, source: str) -> str:
+    """SHA-256 of the model's parameters and buffers (names, dtypes, shapes, values): its identity.
+
+    Two runs with the same digest explain the same function whatever the file was called; every
+    skip-if-done check of the stages compares it.
+
+    Raises:
+        DataError: a parameter or buffer holds NaN or inf (naming ``source``, e.g. the checkpoint).
+    """
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise DataError(f"{source}: {bad} values of {name!r} are NaN or inf; the weights are unusable")
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}

@@ -15,6 +15,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from salbench.config import LABEL_SETS, PROTOCOLS, Config, resolve_config
@@ -116,7 +117,12 @@ def configure_logging(verbose: bool = False) -> None:
 
 
 def entry(fn: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Wrap a script's ``main``: user errors -> ``error: <one line>`` on stderr and exit code 2."""
+    """Wrap a script's ``main``: user errors -> ``error: <one line>`` on stderr and exit code 2.
+
+    A file-system error (a read-only folder, a full disk, a file where a folder is expected) is a user
+    error too: completed work is on disk already (every output is written atomically), so the message
+    says so.
+    """
 
     @functools.wraps(fn)
     def wrapper(argv: list[str] | None = None) -> int:
@@ -124,6 +130,11 @@ def entry(fn: Callable[[list[str] | None], int]) -> Callable[[list[str] | None],
             return fn(argv)
         except SalbenchError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:
+            where = f" {str(exc.filename)!r}" if exc.filename else ""
+            what = exc.strerror or type(exc).__name__
+            print(f"error: cannot write or read{where}: {what}; completed work is kept", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:
             print("interrupted: completed work is kept; rerun to resume", file=sys.stderr)
@@ -189,6 +200,7 @@ ORDER = (
     "report",
     "sanity",
     "roar",
+    "verify",
     "export",
 )
 """How ``salbench --help`` lists the commands: the pipeline, its stages in order, then the extras."""
@@ -244,6 +256,38 @@ def _export(args: argparse.Namespace, options: Options) -> int:
     return 0
 
 
+def _verify_arguments(p: argparse.ArgumentParser, options: Options) -> None:
+    p.add_argument("stores", nargs="*", help="map stores to check (default: every store of the run)")
+
+
+def _verify(args: argparse.Namespace, options: Options) -> int:
+    from salbench.store.layout import RunLayout
+    from salbench.store.maps import MapStore
+
+    configure_logging(args.verbose)
+    cfg = config_from_args(args)
+    folder = RunLayout.from_config(cfg).model_dir
+    stores = [Path(s) for s in args.stores] or sorted(folder.rglob("*.zarr"))
+    if not stores:
+        raise SalbenchError(f"no map store under {folder}; nothing to verify")
+    total = 0
+    for path in stores:
+        reset = MapStore.open_existing(path).verify()
+        total += reset
+        print(f"{path}: {'ok' if not reset else f'{reset} rows reset to pending; rerun generation'}")
+    print(f"{len(stores)} stores checked, {total} rows reset")
+    return 0
+
+
+register(
+    Command(
+        "verify",
+        "check every chunk of the map stores; reset damaged or missing ones so generation redoes them",
+        _verify_arguments,
+        _verify,
+        label_sets=False,
+    )
+)
 register(
     Command(
         "export",

@@ -8,6 +8,7 @@ same targets.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -58,7 +59,14 @@ def compute_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
     with model_mode(ws.model, False):
         batches = progress_bar(ws.images.batches(bs), "diagnostics", n_batches, progress)
         for idx, images, labels in batches:
-            probs = torch.softmax(ws.model(images.to(ws.runtime.torch_device)).float(), dim=1).cpu()
+            logits = ws.model(images.to(ws.runtime.torch_device)).float()
+            if not bool(torch.isfinite(logits).all()):
+                first = ws.images.ids[int(idx[int((~torch.isfinite(logits)).any(1).nonzero()[0])])]
+                raise DataError(
+                    f"model {ws.cfg.model.name} ({ws.model_info.get('checkpoint') or 'its weights'}) gives "
+                    f"NaN or inf logits for image {first!r}; the weights or the input are unusable"
+                )
+            probs = torch.softmax(logits, dim=1).cpu()
             gt = probs.gather(1, labels.view(-1, 1)).squeeze(1)
             p_top, top = probs.max(1)
             p_low, low = probs.min(1)
@@ -99,17 +107,21 @@ def complete_info(frame: pd.DataFrame) -> dict[str, list]:
 def run_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
     """Stage 1: write diagnostics.csv, complete_info.json, a calibration summary, config and manifest.
 
-    Skips the computation when diagnostics.csv exists for the same image list (unless overwrite).
+    Skips the computation when diagnostics.csv exists for the same images and its manifest records the
+    same model (weights digest and input specification); recomputes it otherwise (or with overwrite).
     """
     out = ws.layout.diagnostics_dir
     csv = ws.layout.diagnostics_csv
+    identity = {"model_id": ws.model_id, "images_id": ws.images_id}
     if csv.is_file() and not ws.cfg.run.overwrite:
+        recorded = _recorded_identity(out / "manifest.json")
         frame = pd.read_csv(csv)
-        if frame["image_id"].astype(str).tolist() == ws.images.ids:
+        if frame["image_id"].astype(str).tolist() == ws.images.ids and recorded == identity:
             log.info(
                 "diagnostics exist for these %d images: %s (use --overwrite to recompute)", len(frame), csv
             )
             return frame
+        log.info("%s: computed for another model or other images; recomputing", csv)
     frame = compute_diagnostics(ws, progress)
     probs_gt = torch.tensor(frame["groundtruth_prob"].to_numpy())
     summary = {
@@ -121,8 +133,16 @@ def run_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
     }
     write_csv(csv, frame)
     write_json(out / "complete_info.json", complete_info(frame))
-    write_run_record(out, ws.cfg, ws.runtime, "diagnostics", {"summary": summary, **ws.describe()})
+    extra = {"summary": summary, "identity": identity, **ws.describe()}
+    write_run_record(out, ws.cfg, ws.runtime, "diagnostics", extra)
     return frame
+
+
+def _recorded_identity(manifest: Path) -> dict | None:
+    try:
+        return json.loads(manifest.read_text()).get("identity")
+    except (OSError, ValueError):
+        return None
 
 
 def read_targets(diagnostics_csv: Path, label_set: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:

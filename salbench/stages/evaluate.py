@@ -11,7 +11,9 @@ rows are upserted into ``results.csv``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
 import logging
 import shutil
 import time
@@ -24,6 +26,7 @@ import pandas as pd
 import torch
 
 from salbench.data.sources import load_boxes, load_mask
+from salbench.errors import DataError
 from salbench.metrics import METRICS
 from salbench.metrics.base import finite_mean
 from salbench.progress import progress as progress_bar
@@ -32,8 +35,8 @@ from salbench.stages.diagnostics import read_targets
 from salbench.stages.kinds import KINDS, Kind, compute_kind, make_state
 from salbench.stages.workspace import Workspace, open_workspace
 from salbench.store.maps import MapStore
-from salbench.store.outputs import atomic_path, write_csv, write_run_record
-from salbench.store.results import upsert_results
+from salbench.store.outputs import atomic_path, digest, file_lock, write_csv, write_json, write_run_record
+from salbench.store.results import read_results, upsert_results
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,68 @@ def available_methods(ws: Workspace, label_set: str) -> list[str]:
     return out
 
 
+def open_store(ws: Workspace, label_set: str, method: str) -> tuple[MapStore, np.ndarray]:
+    """The complete store of ``method`` and, per image of the run in order, its row in the store.
+
+    Raises:
+        DataError: the store holds another method's, label set's, model's or protocol's maps (its
+            attributes say so), or other images, naming the store and what differs.
+    """
+    path = ws.layout.maps(label_set, method)
+    store = MapStore.read_only(path)
+    attrs, hint = store.attrs, "regenerate it (--overwrite) or use another --output-root"
+    expected = {
+        "method": (attrs.get("method", {}).get("method"), method),
+        "label_set": (attrs.get("label_set"), label_set),
+        "model": (attrs.get("model"), ws.cfg.model.name),
+        "model_id": (attrs.get("model_id"), ws.model_id),
+        "protocol": (attrs.get("protocol"), ws.cfg.run.protocol),
+    }
+    for key, (stored, wanted) in expected.items():
+        if stored != wanted:
+            raise DataError(f"map store {path}: made for {key} {stored!r}, this run has {wanted!r}; {hint}")
+    position = {image_id: i for i, image_id in enumerate(store.ids)}
+    missing = [i for i in ws.images.ids if i not in position]
+    if missing:
+        raise DataError(
+            f"map store {path}: no map of image {missing[0]!r} ({len(missing)} of {len(ws.images)} images "
+            f"missing); {hint}"
+        )
+    return store, np.array([position[i] for i in ws.images.ids], dtype=np.int64)
+
+
+def read_maps(store: MapStore, rows: np.ndarray) -> np.ndarray:
+    """Maps of store ``rows``; a non-finite map can only be a deleted or damaged chunk: an error."""
+    maps = store.read(rows)
+    bad = ~np.isfinite(maps.reshape(len(rows), -1)).all(axis=1)
+    if bad.any():
+        raise DataError(
+            f"map store {store.path}: rows {rows[bad].min()}-{rows[bad].max()} read as missing maps (a "
+            "deleted or damaged chunk); run `salbench verify` to reset them, then regenerate"
+        )
+    return maps
+
+
+def evaluation_key(ws: Workspace, kind: Kind, label_set: str, store: MapStore, targets: Any) -> dict:
+    """Everything that decides one method's ``kind`` outputs, and its digest (``key``)."""
+    params = [dataclasses.asdict(p) for p in kind.params(ws)]
+    store_id = {k: v for k, v in store.attrs.items() if k != "last_run"}
+    inputs = {
+        "kind": kind.name,
+        "params": params,
+        "maps": digest({"attrs": store_id, "ids": store.ids}),
+        "images": ws.images_id,
+        "model": ws.model_id,
+        "targets": digest([np.asarray(a).tolist() for a in targets]),
+        "label_set": label_set,
+        "protocol": ws.cfg.run.protocol,
+        "seed": ws.cfg.run.seed,
+        "batch_size": ws.cfg.run.batch_size,
+        "max_batch": ws.cfg.run.max_batch,
+    }
+    return {"key": digest(inputs), "inputs": inputs}
+
+
 def _part_paths(ws: Workspace, label_set: str, method: str, kind: str, b: int) -> tuple[Path, Path]:
     folder = ws.layout.evaluation_dir(label_set) / ".parts" / f"{method}_{kind}"
     return folder / f"{b:06d}.csv", folder / f"{b:06d}.npz"
@@ -94,13 +159,20 @@ def _final_path(ws: Workspace, label_set: str, method: str, kind: str) -> Path:
     return ws.layout.evaluation_dir(label_set) / f"{method}_{kind}.csv"
 
 
-def _is_done(path: Path, ids: list[str]) -> bool:
-    if not path.is_file():
+def _sidecar(final: Path) -> Path:
+    return final.with_suffix(".json")
+
+
+def _is_done(final: Path, ids: list[str], key: str) -> bool:
+    """The per-image CSV exists for exactly these images and its sidecar records the same inputs."""
+    if not final.is_file() or not _sidecar(final).is_file():
         return False
     try:
-        return pd.read_csv(path, usecols=["image_id"], dtype={"image_id": str})["image_id"].tolist() == ids
-    except (ValueError, pd.errors.ParserError):
+        recorded = json.loads(_sidecar(final).read_text()).get("key")
+        frame = pd.read_csv(final, usecols=["image_id"], dtype={"image_id": str})
+    except (ValueError, OSError, pd.errors.ParserError):
         return False
+    return recorded == key and frame["image_id"].tolist() == ids
 
 
 def _write_part(csv: Path, npz: Path, batch: Batch, columns: dict, arrays: dict) -> None:
@@ -111,18 +183,35 @@ def _write_part(csv: Path, npz: Path, batch: Batch, columns: dict, arrays: dict)
     write_csv(csv, frame)  # written last: its presence marks the part complete
 
 
-def _merge(ws: Workspace, label_set: str, method: str, kind: str, n_batches: int) -> pd.DataFrame:
+def _merge(ws: Workspace, label_set: str, method: str, kind: str, n_batches: int, key: dict) -> pd.DataFrame:
+    """The parts of every batch -> the per-image CSV (+ curves), its sidecar last; parts removed."""
     parts = [_part_paths(ws, label_set, method, kind, b) for b in range(n_batches)]
     frame = pd.concat([pd.read_csv(c, dtype={"image_id": str}) for c, _ in parts], ignore_index=True)
+    if frame["image_id"].tolist() != ws.images.ids:
+        raise DataError(f"{parts[0][0].parent}: parts do not cover this run's images; rerun with --overwrite")
     if parts[0][1].is_file():
         loaded = [np.load(z, allow_pickle=False) for _, z in parts]
         arrays = {k: np.concatenate([d[k] for d in loaded]) for k in loaded[0].files}
         out = ws.layout.evaluation_dir(label_set) / f"{method}_curves.npz"
         with atomic_path(out) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
-    write_csv(_final_path(ws, label_set, method, kind), frame)
+    final = _final_path(ws, label_set, method, kind)
+    write_csv(final, frame)
+    write_json(_sidecar(final), key)  # last: a CSV without a matching sidecar is not complete
     shutil.rmtree(parts[0][0].parent, ignore_errors=True)
     return frame
+
+
+def _fresh_parts(ws: Workspace, label_set: str, method: str, kind: str, key: dict) -> None:
+    """Keep the parts of an interrupted run only if they were computed from the same inputs."""
+    folder = _part_paths(ws, label_set, method, kind, 0)[0].parent
+    stamp = folder / "key.json"
+    recorded = json.loads(stamp.read_text()).get("key") if stamp.is_file() else None
+    if ws.cfg.run.overwrite or recorded != key["key"]:
+        if folder.exists():
+            log.info("%s: parts of other inputs discarded", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        write_json(stamp, key)
 
 
 def summary_rows(
@@ -158,6 +247,7 @@ def summary_rows(
                 "n_skipped": n_other,
                 "higher_is_better": METRICS.get(metric).higher_is_better,
                 "protocol": ws.cfg.run.protocol,
+                "checkpoint": ws.checkpoint_id,
             }
         )
     return rows
@@ -166,64 +256,92 @@ def summary_rows(
 def evaluate(
     ws: Workspace, kind: Kind, methods: list[str] | None = None, progress: bool = True
 ) -> list[dict]:
-    """Run ``kind`` for every label set of the config x available (or given) methods; returns result rows."""
+    """Run ``kind`` for every label set of the config x available (or given) methods; returns result rows.
+
+    An output is reused only when its sidecar records the same inputs (:func:`evaluation_key`: maps,
+    images, model, targets, parameters, protocol, seed, batch layout); otherwise it is recomputed and its
+    ``results.csv`` rows replaced. Each method's computation holds a lock, so two processes never write
+    the same outputs at once.
+
+    Raises:
+        DataError: nothing to evaluate (no complete store, or none of ``methods``), a store that does
+            not belong to this run, or a damaged one.
+    """
+    read_results(ws.layout.results_csv)  # a damaged results.csv stops the stage before any work
     all_rows: list[dict] = []
-    bs, n = ws.cfg.run.batch_size, len(ws.images)
-    n_batches = -(-n // bs)
+    n_batches = -(-len(ws.images) // ws.cfg.run.batch_size)
+    evaluated = 0
     for label_set in ws.cfg.run.label_sets:
         avail = available_methods(ws, label_set)
         todo = [m for m in (methods or avail) if m in avail]
         missing = sorted(set(methods or []) - set(avail))
         if missing:
             log.warning("%s: no complete maps for %s; run generation first", label_set, ", ".join(missing))
-        if ws.cfg.run.overwrite:
+        if not todo:
+            continue
+        targets = (
+            read_targets(ws.layout.diagnostics_csv, label_set, ws.images.ids),
+            read_targets(ws.layout.diagnostics_csv, "predicted", ws.images.ids)[0]
+            == read_targets(ws.layout.diagnostics_csv, "groundtruth", ws.images.ids)[0],
+        )
+        stores = {m: open_store(ws, label_set, m) for m in todo}
+        keys = {m: evaluation_key(ws, kind, label_set, stores[m][0], [*targets[0], targets[1]]) for m in todo}
+        folder = ws.layout.evaluation_dir(label_set)
+        with contextlib.ExitStack() as locks:
+            for m in sorted(todo):  # one order for every process: no deadlock
+                locks.enter_context(file_lock(folder / ".locks" / f"{m}_{kind.name}.lock"))
+            finals = {m: _final_path(ws, label_set, m, kind.name) for m in todo}
+            pending = [
+                m
+                for m in todo
+                if ws.cfg.run.overwrite or not _is_done(finals[m], ws.images.ids, keys[m]["key"])
+            ]
+            for m in pending:
+                _fresh_parts(ws, label_set, m, kind.name, keys[m])
+            if pending:
+                seconds = _run_batches(
+                    ws, kind, label_set, {m: stores[m] for m in pending}, targets, progress
+                )
+                extra = {"kind": kind.name, "seconds_per_method": seconds, "n_images": len(ws.images)}
+                extra |= {"inputs": {m: keys[m] for m in pending}, **ws.describe()}
+                manifest = f"{kind.name}_manifest.json"
+                write_run_record(folder, ws.cfg, ws.runtime, f"evaluation:{kind.name}", extra, manifest)
             for m in todo:
-                shutil.rmtree(_part_paths(ws, label_set, m, kind.name, 0)[0].parent, ignore_errors=True)
-        pending = [
-            m
-            for m in todo
-            if ws.cfg.run.overwrite or not _is_done(_final_path(ws, label_set, m, kind.name), ws.images.ids)
-        ]
-        if pending:
-            seconds = _run_batches(ws, kind, label_set, pending, n_batches, progress)
-            extra = {"kind": kind.name, "seconds_per_method": seconds, "n_images": n, **ws.describe()}
-            write_run_record(
-                _final_path(ws, label_set, pending[0], kind.name).parent,
-                ws.cfg,
-                ws.runtime,
-                f"evaluation:{kind.name}",
-                extra,
-                manifest_name=f"{kind.name}_manifest.json",
-            )
-        for m in todo:
-            final = _final_path(ws, label_set, m, kind.name)
-            frame = (
-                _merge(ws, label_set, m, kind.name, n_batches)
-                if m in pending
-                else pd.read_csv(final, dtype={"image_id": str})
-            )
-            family = MapStore.read_only(ws.layout.maps(label_set, m)).attrs["method"]["family"]
-            all_rows += summary_rows(ws, label_set, m, frame, kind, ws.augmentation, ws.variant, family)
+                frame = (
+                    _merge(ws, label_set, m, kind.name, n_batches, keys[m])
+                    if m in pending
+                    else pd.read_csv(finals[m], dtype={"image_id": str})
+                )
+                family = stores[m][0].attrs["method"]["family"]
+                rows = summary_rows(ws, label_set, m, frame, kind, ws.augmentation, ws.variant, family)
+                all_rows += [{**r, "inputs": keys[m]["key"]} for r in rows]
+                evaluated += 1
+    if not evaluated:
+        asked = f"the methods {', '.join(methods)}" if methods else "any method"
+        raise DataError(
+            f"nothing to evaluate: no complete map store of {asked} under {ws.layout.model_dir / 'maps'} "
+            f"for label sets {', '.join(ws.cfg.run.label_sets)}; run generation first"
+        )
     upsert_results(ws.layout.results_csv, all_rows)
     return all_rows
 
 
 def _run_batches(
-    ws: Workspace, kind: Kind, label_set: str, methods: list[str], n_batches: int, progress: bool
+    ws: Workspace,
+    kind: Kind,
+    label_set: str,
+    stores: dict[str, tuple[MapStore, np.ndarray]],
+    targets: tuple[tuple[np.ndarray, np.ndarray], np.ndarray],
+    progress: bool,
 ) -> dict[str, float]:
-    """Compute the missing per-batch parts of ``methods``; returns wall seconds per method (this run)."""
+    """Compute the missing per-batch parts of the methods of ``stores``; wall seconds per method."""
     bs, n = ws.cfg.run.batch_size, len(ws.images)
-    targets, base = read_targets(ws.layout.diagnostics_csv, label_set, ws.images.ids)
-    correct = (
-        read_targets(ws.layout.diagnostics_csv, "predicted", ws.images.ids)[0]
-        == read_targets(ws.layout.diagnostics_csv, "groundtruth", ws.images.ids)[0]
-    )
-    stores = {m: MapStore.read_only(ws.layout.maps(label_set, m)) for m in methods}
+    (labels, base), correct = targets
     seconds: dict[str, float] = defaultdict(float)
     state = make_state(kind, ws, label_set)
     dev = ws.runtime.torch_device
-    for b in progress_bar(range(n_batches), f"{kind.name} {label_set}", enabled=progress):
-        todo = [m for m in methods if not _part_paths(ws, label_set, m, kind.name, b)[0].is_file()]
+    for b in progress_bar(range(-(-n // bs)), f"{kind.name} {label_set}", enabled=progress):
+        todo = [m for m in stores if not _part_paths(ws, label_set, m, kind.name, b)[0].is_file()]
         if not todo:
             continue
         rows = np.arange(b * bs, min((b + 1) * bs, n))
@@ -233,13 +351,14 @@ def _run_batches(
             rows,
             [ws.images.ids[i] for i in rows],
             images.to(dev),
-            torch.as_tensor(targets[rows], device=dev),
+            torch.as_tensor(labels[rows], device=dev),
             base[rows],
             correct[rows],
         )
         for m in todo:
             t0 = time.perf_counter()
-            maps = torch.from_numpy(stores[m].read(rows)).to(dev)
+            store, position = stores[m]
+            maps = torch.from_numpy(read_maps(store, position[rows])).to(dev)
             columns, arrays = compute_kind(kind, ws, batch, m, maps, state)
             _write_part(*_part_paths(ws, label_set, m, kind.name, b), batch, columns, arrays)
             seconds[m] += time.perf_counter() - t0

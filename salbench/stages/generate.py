@@ -46,6 +46,7 @@ def _open_store(ws: Workspace, label_set: str, method: SaliencyMethod) -> MapSto
         "method": method.describe(),
         "label_set": label_set,
         "model": ws.cfg.model.name,
+        "model_id": ws.model_id,
         "dataset": ws.data.name,
         "protocol": ws.cfg.run.protocol,
         "seed": ws.cfg.run.seed,

@@ -48,7 +48,7 @@ from salbench.report.extras import figure_roar
 from salbench.runtime import barrier, distributed, rank_zero_first, setup_runtime, world_info
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.workspace import MethodExplainer, Workspace, fresh_model, open_workspace
-from salbench.store.outputs import atomic_path, write_csv, write_run_record
+from salbench.store.outputs import atomic_path, digest, write_csv, write_run_record
 from salbench.store.results import read_results, upsert_results
 
 log = logging.getLogger(__name__)
@@ -169,19 +169,29 @@ def method_maps(
 
 
 def result_rows(
-    ws: Workspace, scores: pd.DataFrame, n_test: int, families: dict[str, str] | None = None
+    ws: Workspace,
+    scores: pd.DataFrame,
+    n_test: int,
+    families: dict[str, str] | None = None,
+    provenance: dict[str, str] | None = None,
 ) -> list[dict]:
     """Tidy ``results.csv`` rows from ``scores`` (columns ``method, k, accuracy``).
 
     One ``roar_accuracy`` row per method x k (variant ``k<k:02d>``; the unmodified re-training is method
     :data:`BASELINE`, ``k00``) and one ``roar_mean_accuracy`` row per method (variant ``""``, mean over
     its ks). Maps explain the ground-truth class; lower accuracy is better. ``families``: store id ->
-    method family (the re-training with nothing removed is ``Reference``; others default to ``unknown``).
+    method family (the re-training with nothing removed is ``Reference``; others default to ``unknown``);
+    ``provenance``: the ``checkpoint`` and ``inputs`` columns (default ``unknown``).
     """
     families = {BASELINE: "Reference", **(families or {})}
     base = {"model": ws.cfg.model.name, "dataset": ws.data.name, "label_set": "groundtruth", "level": 0}
     base |= {"augmentation": ws.augmentation, "n_images": n_test, "n_skipped": 0, "higher_is_better": False}
-    base |= {"protocol": ws.cfg.run.protocol}
+    base |= {
+        "protocol": ws.cfg.run.protocol,
+        "checkpoint": "unknown",
+        "inputs": "unknown",
+        **(provenance or {}),
+    }
     rows = [
         {
             **base,
@@ -268,7 +278,8 @@ def run_retraining(
             book.put(store_id, k, key, acc, time.perf_counter() - t0)
     scores = book.scores([(BASELINE, 0, ""), *((m, k, key) for m, key in keys.items() for k in settings.ks)])
     if rank == 0:
-        rows = result_rows(ws, scores, len(test[1]), families)
+        provenance = {"checkpoint": ws.checkpoint_id, "inputs": digest(book.key)}
+        rows = result_rows(ws, scores, len(test[1]), families, provenance)
         record_results(ws, rows)
         figure_roar(pd.DataFrame(rows), out / "roar.png", f"ROAR, {ws.cfg.model.name}, ground-truth maps")
         extra = {"settings": dataclasses.asdict(settings), "methods": list(methods), "maps_keys": keys}

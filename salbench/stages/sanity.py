@@ -199,7 +199,7 @@ def result_rows(
     """
     base = {"model": ws.cfg.model.name, "dataset": ws.data.name, "label_set": label_set, "method": method}
     base |= {"family": flags["family"], "augmentation": ws.augmentation, "higher_is_better": False}
-    base |= {"protocol": ws.cfg.run.protocol, "n_skipped": 0}
+    base |= {"protocol": ws.cfg.run.protocol, "n_skipped": 0, "checkpoint": ws.checkpoint_id}
     values = [
         (r.variant, int(r.level), m, float(getattr(r, m)), int(r.n_images))
         for r in summary.itertuples()

@@ -15,15 +15,17 @@ from torch import nn
 from salbench.config import Config
 from salbench.data.images import FileImages, ImageSource
 from salbench.data.sources import DataSource, open_data
-from salbench.errors import ConfigError
+from salbench.errors import ConfigError, DataError
 from salbench.methods.base import METHODS, MethodContext, Preparation, SaliencyMethod, build_params
 from salbench.methods.deprocess import get_deprocessor
 from salbench.methods.gradients import GradientFamilyMethod
+from salbench.metrics import GROUPS
 from salbench.models.layers import get_submodule, resolve_target_layer
 from salbench.models.registry import EMBEDDED_MODELS, build_model
 from salbench.progress import progress as progress_bar
 from salbench.runtime import Runtime, keyed_generator, setup_runtime
 from salbench.store.layout import RunLayout, embedded_checkpoint
+from salbench.store.outputs import digest
 
 
 def with_default_checkpoint(cfg: Config) -> Config:
@@ -53,6 +55,33 @@ class Workspace:
     def describe(self) -> dict[str, Any]:
         """Provenance recorded in manifests."""
         return {"data": self.data.describe(), "model": self.model_info, "target_layer": self.target_layer}
+
+    @property
+    def model_identity(self) -> dict[str, Any]:
+        """What decides the model's outputs: architecture, class count, weights digest, input spec."""
+        return {
+            "name": self.cfg.model.name,
+            "num_classes": self.model_info["num_classes"],
+            "state_sha256": self.model_info["state_sha256"],
+            "input": dataclasses.asdict(self.data.preprocess),
+        }
+
+    @property
+    def model_id(self) -> str:
+        """Short digest of :attr:`model_identity`; skip-if-done checks compare it."""
+        return digest(self.model_identity)
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The first 12 hex digits of the weights' SHA-256 (``results.csv``'s ``checkpoint``)."""
+        return str(self.model_info["state_sha256"])[:12]
+
+    @property
+    def images_id(self) -> str:
+        """Short digest of the image ids in order (and of materialised images' content, when known)."""
+        return digest(
+            {"ids": self.images.ids, "content": getattr(self.images, "meta", {}).get("content_hash")}
+        )
 
     def generator(self, key: str, index: int = 0) -> torch.Generator:
         """Generator of one keyed draw of the run (e.g. a map store id and an aligned batch index):
@@ -106,12 +135,41 @@ class Workspace:
         )
 
 
+def check_sections(cfg: Config) -> None:
+    """Reject, before any work, a ``methods.<id>`` or ``metrics.<section>`` the package does not know,
+    and any unknown key or bad choice inside one (each named with its allowed values)."""
+    for method_id, values in cfg.methods.items():
+        if method_id not in METHODS:
+            raise ConfigError(
+                f"unknown config section 'methods.{method_id}'; methods: {', '.join(METHODS.names())}"
+            )
+        build_params(METHODS.get(method_id).params_cls, values, method_id)
+    fields: dict[str, set[str]] = {}
+    for name in GROUPS.names():
+        group = GROUPS.get(name)
+        fields.setdefault(group.section, set()).update(f.name for f in dataclasses.fields(group.params_cls))
+    for section, values in cfg.metrics.items():
+        if section not in fields:
+            raise ConfigError(
+                f"unknown config section 'metrics.{section}'; sections: {', '.join(sorted(fields))}"
+            )
+        unknown = sorted(set(values) - fields[section] - {"max_batch"})
+        if unknown:
+            allowed = ", ".join(sorted(fields[section] - {"max_batch"}))
+            raise ConfigError(f"unknown config key 'metrics.{section}.{unknown[0]}'; allowed: {allowed}")
+
+
 def open_workspace(cfg: Config, split: str | None = None) -> Workspace:
     """Set up the runtime, open the data and build the model (eval mode, on the run device)."""
+    check_sections(cfg)
+    root = Path(cfg.run.output_root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--output-root {str(root)!r} exists and is not a folder")
     cfg = with_default_checkpoint(cfg)
     runtime = setup_runtime(cfg.run)
     data = open_data(cfg, split=split)
     model, info = build_model(cfg.model, num_classes=data.num_classes)
+    _check_labels(data, info["num_classes"], cfg.model.name)
     model = model.to(runtime.torch_device)
     try:
         spec, layer = resolve_target_layer(model, cfg.model.target_layer)
@@ -128,6 +186,16 @@ def open_workspace(cfg: Config, split: str | None = None) -> Workspace:
     return Workspace(
         cfg, runtime, RunLayout.from_config(cfg), data, model, info, spec, context, FileImages(data)
     )
+
+
+def _check_labels(data: DataSource, num_classes: int, model: str) -> None:
+    """Every listed label must be an output of the model (a 10-class model cannot score label 999)."""
+    bad = next((r for r in data.records if not 0 <= r.label < num_classes), None)
+    if bad is not None:
+        raise DataError(
+            f"{bad.source}: label {bad.label} of image {bad.image_id!r} is not a class of model {model!r} "
+            f"({num_classes} outputs)"
+        )
 
 
 class MethodExplainer:

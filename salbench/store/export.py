@@ -58,6 +58,8 @@ def export_npy(store_path: str | os.PathLike, out_dir: str | os.PathLike, overwr
         missing = store.pending().size
         raise DataError(f"map store {store.path}: {missing} of {len(store.ids)} maps missing; finish the run")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"export: {str(out)!r} exists and is not a folder")
     dests = [_export_path(out, i, store.path) for i in store.ids]
     out.mkdir(parents=True, exist_ok=True)
     root = out.resolve()

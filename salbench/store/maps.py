@@ -219,6 +219,11 @@ class MapStore:
         return store
 
     @classmethod
+    def open_existing(cls, path: str | os.PathLike) -> MapStore:
+        """Open an existing store for repair (:meth:`verify`) without checking it against a run."""
+        return cls._load(path, read_only=False)
+
+    @classmethod
     def read_only(cls, path: str | os.PathLike) -> MapStore:
         """Open an existing store for reading; writing methods raise :class:`DataError`."""
         return cls._load(path, read_only=True)
@@ -373,25 +378,29 @@ class MapStore:
         return self.read(np.arange(len(self._ids)))
 
     def verify(self) -> int:
-        """Decode every block; reset blocks whose chunks are damaged to pending. Returns rows reset.
+        """Decode every block; reset blocks whose chunks are damaged or missing to pending. Rows reset.
 
-        Only needed after an OS crash or power loss (a killed process cannot tear a chunk). Reads the
-        whole store; single process, or only on blocks no other writer is filling.
+        A chunk that fails its checksum (an OS crash, a truncated file) or that is gone (deleted: it then
+        reads as the NaN fill value although its rows are marked complete) makes its whole block pending,
+        so the next generation run recomputes exactly those rows. Reads the whole store; single process,
+        or only on blocks no other writer is filling.
         """
         self._writable()
         n, c = len(self._ids), self.chunk_rows
         reset = 0
         for start in range(0, n, c):
             block = slice(start, min(start + c, n))
+            was_done = block.stop - block.start
             try:
-                was_done = block.stop - block.start
-                was_done = int(self._done[block].sum())
-                self._maps[block]
-                continue
+                done = np.asarray(self._done[block], dtype=bool)
+                was_done = int(done.sum())
+                maps = self._maps[block]
+                if np.isfinite(maps[done].reshape(was_done, -1)).all():
+                    continue
+                why = "missing"
             except ValueError:
-                logger.warning(
-                    "map store %s: damaged chunk at rows %d-%d reset", self.path, start, block.stop
-                )
+                why = "damaged"
+            logger.warning("map store %s: %s chunk at rows %d-%d reset", self.path, why, start, block.stop)
             # Writing a whole block never reads the damaged chunk; fill-valued chunks are deleted.
             self._done[block] = False
             self._maps[block] = np.nan

@@ -1,9 +1,18 @@
-"""Atomic, self-describing outputs: temp-name-then-rename writes, resolved configs and manifests."""
+"""Atomic, self-describing outputs: temp-name-then-rename writes, file locks, digests, configs, manifests.
+
+Files are written under a temporary name and renamed into place, with the permissions a plain write
+would give them (``0o666`` less the user's umask). :func:`file_lock` serialises read-modify-write
+cycles between processes (``fcntl.flock`` on a sidecar lock file). :func:`digest` is the short identity
+of whatever decides an output, recorded beside it so that a changed input is never mistaken for a
+completed output.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -17,12 +26,23 @@ from salbench.config import Config, dump_config
 from salbench.runtime import Runtime, git_commit, versions
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``, else removed."""
+    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``, else removed.
+
+    The temporary file gets the mode a plain ``open(path, "w")`` would create (``0o666 & ~umask``),
+    not ``mkstemp``'s private ``0o600``.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -31,6 +51,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block, across processes.
+
+    Blocks until the lock is free; released on exit, even on error or when the process dies.
+    """
+    lock = Path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def digest(obj: Any, length: int = 16) -> str:
+    """Short SHA-256 (hex) of a JSON-serialisable object with sorted keys: the identity of its content."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def write_text(path: str | Path, text: str) -> None:

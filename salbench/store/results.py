@@ -5,8 +5,11 @@ natural units (fractions, not x100). Besides the key and the value a row carries
 to present it without asking any other part of the package: the method's ``family`` (table group,
 ``Uninformed``/``Control`` for the model-free controls), the randomisation ``level`` of a sanity-check
 variant (1 = output layer; 0 where no level applies), ``n_images`` averaged, ``n_skipped`` and the
-metric's ``higher_is_better``. Stages upsert their rows: a rerun replaces its own rows and keeps
-everyone else's. Files written before ``family``/``level`` existed are read with ``unknown`` and 0.
+metric's ``higher_is_better``, and what produced it: ``checkpoint``, the first 12 hex digits of the
+SHA-256 of the model's weights, and ``inputs``, the digest of everything that decided the value (maps,
+images, model, parameters, protocol), recorded beside the per-image files. Stages upsert their rows: a
+rerun replaces its own rows and keeps everyone else's. Files written before a column existed are read
+with its :data:`DEFAULTS` value.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from salbench.errors import DataError
-from salbench.store.outputs import write_csv
+from salbench.store.outputs import file_lock, write_csv
 
 RESULT_COLUMNS = [
     "model",
@@ -36,13 +39,34 @@ RESULT_COLUMNS = [
     "n_skipped",
     "higher_is_better",
     "protocol",
+    "checkpoint",
+    "inputs",
 ]
 KEY_COLUMNS = ["model", "dataset", "label_set", "method", "augmentation", "variant", "metric", "protocol"]
-DEFAULTS = {"family": "unknown", "level": 0, "augmentation": "none", "variant": ""}
+DEFAULTS = {
+    "family": "unknown",
+    "level": 0,
+    "augmentation": "none",
+    "variant": "",
+    "checkpoint": "unknown",
+    "inputs": "unknown",
+}
 """Values of columns an older or hand-written file may lack (or leave empty)."""
 METRIC_ALIASES = {"completeness": "completeness_gap"}
 """Metric ids an earlier writer used for the same quantity."""
-_TEXT = ("model", "dataset", "label_set", "method", "family", "augmentation", "variant", "metric", "protocol")
+_TEXT = (
+    "model",
+    "dataset",
+    "label_set",
+    "method",
+    "family",
+    "augmentation",
+    "variant",
+    "metric",
+    "protocol",
+    "checkpoint",
+    "inputs",
+)
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
 
@@ -124,9 +148,16 @@ def read_results(path: str | Path, missing_ok: bool = True) -> pd.DataFrame:
 def upsert_results(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Replace rows with the same key and append new ones; atomic rewrite. Returns the whole table.
 
-    Rows may omit ``family`` and ``level`` (:data:`DEFAULTS`); the file is checked before it is changed.
+    Rows may omit the columns of :data:`DEFAULTS`; the file is checked before it is changed, and the
+    read-modify-write cycle holds a lock (``results.csv.lock``), so concurrent stages lose no rows.
     """
     new = pd.DataFrame([{**DEFAULTS, **r} for r in rows], columns=RESULT_COLUMNS)
+    path = Path(path)
+    with file_lock(path.with_name(path.name + ".lock")):
+        return _upsert(path, new)
+
+
+def _upsert(path: Path, new: pd.DataFrame) -> pd.DataFrame:
     old = read_results(path)
     if new.empty:
         return old
