@@ -51,7 +51,12 @@ def write_xml(path: Path, stem: str, width: int, height: int, boxes: list[tuple[
 
 @pytest.fixture
 def imagenet_fixture(tmp_path: Path) -> Path:
-    """Six solid-colour JPEG-free PNG 'validation images', a list CSV and ILSVRC XML boxes."""
+    """Six random-pixel PNG 'validation images', a list CSV and ILSVRC XML boxes."""
+    return make_imagenet(tmp_path)
+
+
+def make_imagenet(tmp_path: Path) -> Path:
+    """Write the :func:`imagenet_fixture` files under ``tmp_path/imagenet`` and return that folder."""
     root = tmp_path / "imagenet"
     (root / "val").mkdir(parents=True)
     (root / "boxes").mkdir()

@@ -35,6 +35,19 @@ class ImageRecord:
         return self.path.stem
 
 
+def read_utf8(path: Path, what: str) -> str:
+    """The text of ``path``; a file that is not UTF-8 is a :class:`DataError` naming its line and byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{what} {str(path)!r} line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; save the "
+            "file as UTF-8"
+        ) from None
+
+
 def read_list_csv(
     list_csv: str | Path, root: str | Path, num_classes: int | None = None
 ) -> list[ImageRecord]:
@@ -55,7 +68,7 @@ def read_list_csv(
         raise DataError(f"image list {str(list_path)!r} does not exist")
     records: list[ImageRecord] = []
     seen: set[str] = set()
-    for lineno, raw in enumerate(list_path.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(read_utf8(list_path, "image list").splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

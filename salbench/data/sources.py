@@ -17,7 +17,7 @@ from PIL import Image
 
 from salbench.config import Config
 from salbench.data.annotations import read_annotation
-from salbench.data.listing import ImageRecord, read_list_csv, scan_image_folder
+from salbench.data.listing import ImageRecord, read_list_csv, read_utf8, scan_image_folder
 from salbench.data.transforms import Preprocess
 from salbench.errors import DataError
 
@@ -107,7 +107,7 @@ def open_data(cfg: Config, split: str | None = None, limit: int | None = None) -
     if d.kind == "embedded":
         root = ensure_embedded(cfg)
         split = split or d.split
-        class_names = tuple((root / "classes.txt").read_text().split())
+        class_names = tuple(read_utf8(root / "classes.txt", "class list").split())
         size = d.embedded.image_size
         preprocess = Preprocess(d.resize or size, d.crop or size, d.mean, d.std)
         records = read_list_csv(_resolve(root, d.list_csv or f"{split}.csv"), root, len(class_names))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -130,7 +130,7 @@ class GradientParams(MethodParams):
             at a time (computed per sample in batched passes, see the module docstring).
     """
 
-    deprocess: str = "smoothgrad"
+    deprocess: Literal["smoothgrad", "jacobgil"] = "smoothgrad"
     train_mode: bool = False
 
 

@@ -75,7 +75,8 @@ def _load_failure(exc: BaseException) -> str:
             "weights_only=True refuses (only tensors and plain containers are read)"
         )
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return f"it is not a readable PyTorch checkpoint ({reason})"
 
 
 def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:

@@ -182,6 +182,7 @@ def _run(args: argparse.Namespace, options: Options) -> int:
     configure_logging(args.verbose)
     extra = {} if args.label_set else {"run": {"label_sets": ["groundtruth"]}}
     ws = open_workspace(config_from_args(args, extra))
+    read_results(ws.layout.results_csv)  # a damaged results.csv stops the stage before any work
     opts = settings(ws)
     if args.n_images is not None:
         if args.n_images < 0:

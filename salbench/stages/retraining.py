@@ -245,6 +245,7 @@ def run_retraining(
     Returns:
         ``method, k, accuracy`` of this run (method :data:`BASELINE` at k = 0 first).
     """
+    read_results(ws.layout.results_csv)  # a damaged results.csv stops the stage before any work
     check_data(ws.cfg)
     start, methods, (rank, world) = time.perf_counter(), resolve_methods(methods), world_info()
     show = progress and rank == 0

@@ -49,7 +49,7 @@ from salbench.stages.cli import Command, Options, config_from_args, configure_lo
 from salbench.stages.diagnostics import read_targets
 from salbench.stages.workspace import MethodExplainer, Workspace, fresh_model, open_workspace
 from salbench.store.outputs import atomic_path, write_csv, write_run_record
-from salbench.store.results import upsert_results
+from salbench.store.results import read_results, upsert_results
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +297,7 @@ def run_sanity(ws: Workspace, settings: SanitySettings, progress: bool = True) -
     ``flags.csv`` and ``cascade.png``; ``config.yaml`` and ``manifest.json``. Results rows go to
     ``results.csv`` (metrics :data:`METRIC_IDS` and ``sanity_fails``).
     """
+    read_results(ws.layout.results_csv)  # a damaged results.csv stops the stage before any work
     _check(settings)
     variants = resolve_variants(ws, settings.variants)
     settings = dataclasses.replace(settings, variants=variants)
