@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -56,6 +57,12 @@ def common_parser(description: str, label_sets: bool = True) -> argparse.Argumen
     g.add_argument("--data-root", help="data root folder")
     g.add_argument("--list-csv", help="image list: 'relative/path,label' lines")
     g.add_argument("--annotations", help="folder of ILSVRC XML box files (<image stem>.xml)")
+    g.add_argument(
+        "--progress",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="progress bars on stderr (auto: on a terminal only)",
+    )
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -105,6 +112,13 @@ def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = No
 
     overrides = deep_merge(extra or {}, overrides_from_args(args))
     return resolve_config(args.config, overrides)
+
+
+def configure_progress(args: argparse.Namespace) -> None:
+    """``--progress on|off`` -> ``SALBENCH_PROGRESS`` (read by :mod:`salbench.progress`); auto: unchanged."""
+    choice = getattr(args, "progress", "auto")
+    if choice != "auto":
+        os.environ["SALBENCH_PROGRESS"] = "1" if choice == "on" else "0"
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -185,7 +199,13 @@ class Command:
         self, argv: list[str] | None = None, options: Options | None = None, prog: str | None = None
     ) -> int:
         """Parse ``argv`` and run; user errors -> one ``error:`` line and exit code 2."""
-        return entry(lambda a: self.run(self.parser(options, prog=prog).parse_args(a), options or {}))(argv)
+
+        def run(argv: list[str] | None) -> int:
+            args = self.parser(options, prog=prog).parse_args(argv)
+            configure_progress(args)
+            return self.run(args, options or {})
+
+        return entry(run)(argv)
 
 
 COMMANDS: Registry[Command] = Registry("command")

@@ -29,7 +29,7 @@ from salbench.data.sources import load_boxes, load_mask
 from salbench.errors import DataError
 from salbench.metrics import METRICS
 from salbench.metrics.base import finite_mean
-from salbench.progress import progress as progress_bar
+from salbench.progress import bar, counting_passes
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
 from salbench.stages.kinds import KINDS, Kind, compute_kind, make_state
@@ -336,33 +336,49 @@ def _run_batches(
 ) -> dict[str, float]:
     """Compute the missing per-batch parts of the methods of ``stores``; wall seconds per method."""
     bs, n = ws.cfg.run.batch_size, len(ws.images)
-    (labels, base), correct = targets
     seconds: dict[str, float] = defaultdict(float)
     state = make_state(kind, ws, label_set)
-    dev = ws.runtime.torch_device
-    for b in progress_bar(range(-(-n // bs)), f"{kind.name} {label_set}", enabled=progress):
-        todo = [m for m in stores if not _part_paths(ws, label_set, m, kind.name, b)[0].is_file()]
-        if not todo:
-            continue
-        rows = np.arange(b * bs, min((b + 1) * bs, n))
-        images = ws.images.load(rows)
-        batch = Batch(
-            b,
-            rows,
-            [ws.images.ids[i] for i in rows],
-            images.to(dev),
-            torch.as_tensor(labels[rows], device=dev),
-            base[rows],
-            correct[rows],
-        )
-        for m in todo:
-            t0 = time.perf_counter()
-            store, position = stores[m]
-            maps = torch.from_numpy(read_maps(store, position[rows])).to(dev)
-            columns, arrays = compute_kind(kind, ws, batch, m, maps, state)
-            _write_part(*_part_paths(ws, label_set, m, kind.name, b), batch, columns, arrays)
-            seconds[m] += time.perf_counter() - t0
+    with bar(n, f"{kind.name} {label_set}", enabled=progress) as shown, counting_passes(shown, ws.model):
+        for b in range(-(-n // bs)):
+            rows = np.arange(b * bs, min((b + 1) * bs, n))
+            todo = [m for m in stores if not _part_paths(ws, label_set, m, kind.name, b)[0].is_file()]
+            if todo:
+                _evaluate_batch(ws, kind, label_set, b, rows, todo, stores, targets, state, seconds)
+            shown.update(len(rows))
     return dict(seconds)
+
+
+def _evaluate_batch(
+    ws: Workspace,
+    kind: Kind,
+    label_set: str,
+    b: int,
+    rows: np.ndarray,
+    methods: list[str],
+    stores: dict[str, tuple[MapStore, np.ndarray]],
+    targets: tuple[tuple[np.ndarray, np.ndarray], np.ndarray],
+    state: dict,
+    seconds: dict[str, float],
+) -> None:
+    """Load one aligned batch once and write every pending method's part for it."""
+    (labels, base), correct = targets
+    dev = ws.runtime.torch_device
+    batch = Batch(
+        b,
+        rows,
+        [ws.images.ids[i] for i in rows],
+        ws.images.load(rows).to(dev),
+        torch.as_tensor(labels[rows], device=dev),
+        base[rows],
+        correct[rows],
+    )
+    for m in methods:
+        t0 = time.perf_counter()
+        store, position = stores[m]
+        maps = torch.from_numpy(read_maps(store, position[rows])).to(dev)
+        columns, arrays = compute_kind(kind, ws, batch, m, maps, state)
+        _write_part(*_part_paths(ws, label_set, m, kind.name, b), batch, columns, arrays)
+        seconds[m] += time.perf_counter() - t0
 
 
 def _arguments(p: argparse.ArgumentParser, options: Options) -> None:

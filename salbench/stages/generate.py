@@ -21,7 +21,7 @@ import torch
 from salbench.config import config_to_dict
 from salbench.methods import METHODS, SaliencyMethod
 from salbench.methods.deprocess import DEPROCESSORS
-from salbench.progress import progress as progress_bar
+from salbench.progress import bar, counting_passes
 from salbench.scoped import count_passes
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
@@ -117,19 +117,25 @@ def generate(
                 continue
             method.prepare(ws.preparation(desc=f"{method.store_id}: prepare", progress=progress))
             batches = sorted({int(r) // bs for r in pending})
+            todo = sum(min((b + 1) * bs, n) - b * bs for b in batches)
             t0 = time.perf_counter()
-            with count_passes(ws.model) as passes:
-                for b in progress_bar(batches, f"{label_set}/{method.store_id}", enabled=progress):
+            with (
+                count_passes(ws.model) as passes,
+                bar(todo, f"{label_set}/{method.store_id}", enabled=progress) as shown,
+                counting_passes(shown, ws.model),
+            ):
+                for b in batches:
                     rows = np.arange(b * bs, min((b + 1) * bs, n))
                     images = ws.images.load(rows)
                     tgt = torch.as_tensor(targets[rows], device=ws.runtime.device)
                     maps = method(images.to(ws.runtime.device), tgt, ws.generator(method.store_id, b))
                     store.write(rows, maps.detach().float().cpu().numpy())
+                    shown.update(len(rows))
             rec = GenerationRecord(
                 label_set,
                 method.store_id,
                 n,
-                sum(min((b + 1) * bs, n) - b * bs for b in batches),
+                todo,
                 time.perf_counter() - t0,
                 passes.forward_rows,
                 passes.backward_rows,
