@@ -94,6 +94,28 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+def preprocess_for(cfg: Config) -> Preprocess:
+    """The resize/crop/normalisation the run's data kind applies (what :func:`open_data` would use)."""
+    d = cfg.data
+    side = d.embedded.image_size if d.kind == "embedded" else 0
+    return Preprocess(d.resize or side or 256, d.crop or side or 224, d.mean, d.std)
+
+
+def class_names_for(cfg: Config, num_classes: int) -> tuple[str, ...]:
+    """Class index -> name for the run's data kind without opening the data (indices when unknown)."""
+    if cfg.data.kind == "embedded":
+        from salbench.data.shapes import CLASS_NAMES
+
+        names: tuple[str, ...] = CLASS_NAMES
+    elif cfg.data.kind == "imagenet" or num_classes == 1000:
+        names = imagenet_class_names()
+    elif cfg.data.root and Path(cfg.data.root).is_dir():
+        names = tuple(scan_image_folder(Path(cfg.data.root))[1])
+    else:
+        names = ()
+    return names if len(names) == num_classes else tuple(str(i) for i in range(num_classes))
+
+
 def open_data(cfg: Config, split: str | None = None, limit: int | None = None) -> DataSource:
     """Resolve ``cfg.data`` into a :class:`DataSource`.
 

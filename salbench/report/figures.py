@@ -292,3 +292,44 @@ def figure1(
     fig.suptitle(title or "Figure 1. Best and worst image per metric, every method's map", fontsize=14)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def figure_explain(
+    pixels: np.ndarray,
+    maps: dict[str, np.ndarray],
+    title: str,
+    path: str | Path,
+    notes: dict[str, str] | None = None,
+    clip: float = 99.0,
+) -> Path:
+    """One image and each method's map as an overlay with its own colorbar, side by side.
+
+    Args:
+        pixels: (H,W,3) image in [0,1] (after the model's resize and crop).
+        maps: method label -> (H,W) map.
+        title: the figure title (model, target class and its probability).
+        path: PNG written.
+        notes: method label -> text under its panel (metric values).
+        clip: maps are clipped at this percentile before display, so that a few extreme pixels do not
+            wash out the rest (the stored map is not changed).
+    """
+    n = len(maps) + 1
+    fig = Figure(figsize=(3.2 * n, 3.6 if not notes else 4.0))
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    axes[0].imshow(np.clip(pixels, 0.0, 1.0))
+    axes[0].set_title("image", fontsize=11)
+    for ax, (label, m) in zip(axes[1:], maps.items()):
+        hi = float(np.percentile(m, clip)) if np.isfinite(m).all() else float(np.nanmax(m))
+        lo = float(np.min(m))
+        ax.imshow(np.clip(pixels, 0.0, 1.0))
+        shown = ax.imshow(np.clip(m, lo, hi), cmap="jet", alpha=0.5, vmin=lo, vmax=hi if hi > lo else lo + 1)
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+        ax.set_title(label, fontsize=11)
+        if notes and label in notes:
+            ax.set_xlabel(notes[label], fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -211,6 +211,7 @@ class Command:
 COMMANDS: Registry[Command] = Registry("command")
 ORDER = (
     "run",
+    "explain",
     "train",
     "train-casme",
     "diagnostics",
@@ -238,6 +239,7 @@ def load_commands() -> Registry[Command]:
         diagnostics,
         embedded,
         evaluate,
+        explain,
         generate,
         pipeline,
         report,
