@@ -107,6 +107,11 @@ def test_augmented_two_methods_two_variants(run_cfg):
     results = pd.read_csv(model_dir.parent / "results.csv", keep_default_na=False)
     aug = results[results.augmentation != "none"]
     assert set(zip(aug.augmentation, aug.variant)) == {("mixup", "mixup_32"), ("rotation", "rotation_45")}
+    # the classifier's own accuracy on each variant's images (method "model"), then the maps' metrics
+    model = aug[aug.method == "model"]
+    assert set(model.metric) == {"top1_accuracy", "chance_accuracy"} and (model.n_images == 5).all()
+    assert (model.loc[model.metric == "chance_accuracy", "value"] == 1 / 1000).all()
+    aug = aug[aug.method != "model"]
     assert set(aug.method) == {"fakecam", "gradcam"} and set(aug.label_set) == {"groundtruth"}
     assert set(aug.metric) == {"average_drop", "average_increase", "average_gain", "insertion", "deletion"}
     assert (aug.n_images == 5).all()

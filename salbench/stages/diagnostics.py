@@ -22,7 +22,8 @@ from salbench.progress import progress as progress_bar
 from salbench.scoped import model_mode
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.workspace import Workspace, open_workspace
-from salbench.store.outputs import write_csv, write_json, write_run_record
+from salbench.store.outputs import digest, write_csv, write_json, write_run_record
+from salbench.store.results import upsert_results
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def run_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
             log.info(
                 "diagnostics exist for these %d images: %s (use --overwrite to recompute)", len(frame), csv
             )
+            upsert_results(ws.layout.results_csv, accuracy_rows(ws, frame))
             return frame
         log.info("%s: computed for another model or other images; recomputing", csv)
     frame = compute_diagnostics(ws, progress)
@@ -135,7 +137,27 @@ def run_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
     write_json(out / "complete_info.json", complete_info(frame))
     extra = {"summary": summary, "identity": identity, **ws.describe()}
     write_run_record(out, ws.cfg, ws.runtime, "diagnostics", extra)
+    upsert_results(ws.layout.results_csv, accuracy_rows(ws, frame))
     return frame
+
+
+def accuracy_rows(ws: Workspace, frame: pd.DataFrame) -> list[dict]:
+    """``results.csv`` rows of the classifier itself (method ``model``): top-1 accuracy on the explained
+    images and chance (1 / classes), so the report can say how good the explained model is."""
+    base = {"model": ws.cfg.model.name, "dataset": ws.data.name, "label_set": "groundtruth"}
+    base |= {"method": "model", "family": "Reference", "augmentation": ws.augmentation, "variant": ws.variant}
+    base |= {"level": 0, "n_images": len(frame), "n_skipped": 0, "protocol": ws.cfg.run.protocol}
+    base |= {"checkpoint": ws.checkpoint_id, "inputs": digest({"model": ws.model_id, "images": ws.images_id})}
+    accuracy = float(frame["correct"].mean()) if len(frame) else float("nan")
+    return [
+        {**base, "metric": "top1_accuracy", "value": accuracy, "higher_is_better": True},
+        {
+            **base,
+            "metric": "chance_accuracy",
+            "value": 1.0 / int(ws.model_info["num_classes"]),
+            "higher_is_better": True,
+        },
+    ]
 
 
 def _recorded_identity(manifest: Path) -> dict | None:
