@@ -560,7 +560,7 @@ def test_build_report_missing_parts_are_reported(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text(",".join(RESULT_COLUMNS) + "\n")
     text = build_report(empty, tmp_path / "r0").read_text()
-    assert "holds no results" in text and "## Provenance" in text
+    assert "holds no results" in text and "## Provenance" in (tmp_path / "r0" / "APPENDIX.md").read_text()
 
     plain = tmp_path / "plain.csv"
     frame = pd.read_csv(DATA, dtype=str, keep_default_na=False)
@@ -575,7 +575,7 @@ def test_build_report_missing_parts_are_reported(tmp_path):
         and "**not computed in this run** | no augmented rows" in text
     )
     assert "Figure 2. AG, AD-bar, I, D-bar against the ground-truth probability y_c: not computed" in text
-    assert "| generation_s | 12.5 |" in text
+    assert "| generation_s | 12.5 |" in (tmp_path / "r1" / "APPENDIX.md").read_text()
     assert (tmp_path / "r1" / "tables" / "table1.tex").is_file()
     assert not (tmp_path / "r1" / "tables" / "table4.csv").exists()
 
@@ -632,7 +632,11 @@ def test_report_script_main(tmp_path, capsys):
         in text
     )
     assert "![Mean insertion and deletion curves per method](figures/curves.png)" in text
-    assert "#### embedded_resnet/diagnostics/manifest.json" in text and '`{"torch": "2.x"}`' in text
+    appendix = (root / "report" / "APPENDIX.md").read_text()  # manifests go to the appendix, linked
+    assert "[APPENDIX.md](APPENDIX.md)" in text and "manifest.json" not in text
+    assert "#### embedded_resnet/diagnostics/manifest.json" in appendix and '`{"torch": "2.x"}`' in appendix
+    first = "\n".join(text.splitlines()[:40])  # the first screen: the claims' verdicts and Table 1
+    assert "## Summary" in first and "Claims of the study on this run" in first and "**holds**" in first
     for name in ("figure2", "curves", "rank_agreement"):
         _assert_png(root / "report" / "figures" / f"{name}.png", 150)
     assert json.loads((root / "report" / "manifest.json").read_text())["stage"] == "report"

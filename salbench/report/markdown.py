@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from salbench.report.claims import DEFAULT_THRESHOLDS, ClaimResult, ClaimThresholds, evaluate_claims
@@ -28,6 +29,7 @@ from salbench.report.figures import (
     figure_rank_agreement,
     rank_agreement,
 )
+from salbench.report.html import write_html
 from salbench.report.presentation import (
     TABLE1_KEYS,
     TABLE3_KEYS,
@@ -101,6 +103,56 @@ def _configuration(key: RunKey, frame: pd.DataFrame) -> list[str]:
         "",
         CONVENTIONS,
     ]
+
+
+FEW_IMAGES = 100
+"""Below this many images per value a table's differences of a few points are within sampling noise."""
+
+
+def _accuracy(rows: pd.DataFrame) -> tuple[float, float, int] | None:
+    """(top-1 accuracy, chance, images) of the explained classifier on the plain images, if recorded."""
+    plain = rows[(rows["method"] == "model") & (rows["augmentation"] == "none")]
+    acc = plain.loc[plain["metric"] == "top1_accuracy"]
+    if acc.empty:
+        return None
+    chance = plain.loc[plain["metric"] == "chance_accuracy", "value"]
+    return (
+        float(acc["value"].iloc[0]),
+        float(chance.iloc[0]) if len(chance) else float("nan"),
+        int(acc["n_images"].iloc[0]),
+    )
+
+
+def _summary(key: RunKey, rows: pd.DataFrame, tables: dict[str, Table | None], claims: list) -> list[str]:
+    """The first screen: what was explained, how good the model is, the claims' verdicts, Table 1."""
+    lines = [f"### {key.describe()}", ""]
+    acc = _accuracy(rows)
+    n = rows.loc[(rows["augmentation"] == "none") & (rows["method"] != "model"), "n_images"]
+    images = int(n.max()) if len(n) else (acc[2] if acc else 0)
+    if acc is not None:
+        accuracy, chance, _ = acc
+        text = f"- **Classifier**: top-1 accuracy {100 * accuracy:.1f}% on the {images} explained images"
+        text += f" (chance {100 * chance:.1f}%)." if np.isfinite(chance) else "."
+        if np.isfinite(chance) and accuracy < 2 * chance:
+            text += (
+                " **Warning: near chance: its maps explain guesses, and the metrics below say little "
+                "about the methods.**"
+            )
+        lines.append(text)
+    else:
+        lines.append(f"- **Classifier**: accuracy not recorded (run diagnostics); {images} explained images.")
+    if 0 < images < FEW_IMAGES:
+        lines.append(
+            f"- **Sample size**: every value rests on at most {images} images; differences of a few "
+            "points between methods are within sampling noise."
+        )
+    lines += ["- **Claims of the study on this run**:", ""]
+    for i, c in enumerate(claims, start=1):
+        lines.append(f"  {i}. {c.claim}: **{c.verdict}**.")
+    lines.append("")
+    if tables.get("table1") is not None:
+        lines += [f"**{TITLES['table1']}**", "", to_markdown(tables["table1"])]
+    return lines
 
 
 def _write_table(table: Table, folder: Path) -> list[str]:
@@ -288,10 +340,19 @@ def build_report(
     ]
     if not keys:
         lines += [f"`{results_csv.name}` holds no results: every table and figure is {NOT_COMPUTED}.", ""]
-    for key in keys:
-        sub = "" if len(keys) == 1 else key.slug
-        rows = select_run(frame, key)
-        tables = build_tables(rows)
+    runs = [(key, "" if len(keys) == 1 else key.slug, select_run(frame, key)) for key in keys]
+    built = {key: (build_tables(rows), evaluate_claims(rows, thresholds)) for key, _, rows in runs}
+    if runs:
+        lines += ["## Summary", ""]
+        for key, _, rows in runs:
+            lines += _summary(key, rows, *built[key])
+        lines += [
+            "Details below: configuration, every table, figures, claims with their evidence. "
+            "Configuration, manifests and versions: [APPENDIX.md](APPENDIX.md).",
+            "",
+        ]
+    for key, sub, rows in runs:
+        tables, _ = built[key]
         fig1 = (figure1_inputs or {}).get(key.model)
         lines += [f"## {key.describe()}", "", "### Configuration", "", *_configuration(key, rows), ""]
         lines += _tables_section(tables, out, sub)
@@ -299,8 +360,11 @@ def build_report(
         lines += _figures_section(key, rows, out, sub, per_image, curves, fig1)
         lines += _claims_section(rows, thresholds, reference)
         lines += extras_section(rows, key.model, out, sub)
-    lines += _provenance(extra)
+    write_text(
+        out / "APPENDIX.md", "\n".join(["# salbench report: appendix", "", *_provenance(extra)]) + "\n"
+    )
     path = out / "REPORT.md"
     write_text(path, "\n".join(lines).rstrip() + "\n")
+    write_html(path)
     log.info("report written to %s", path)
     return path
