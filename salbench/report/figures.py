@@ -96,20 +96,58 @@ def binned_means(per_image: pd.DataFrame, n_bins: int = 10, min_count: int = 1) 
     return out[out["count"] >= min_count].reset_index(drop=True)
 
 
+FAMILY_COLOURS = {
+    "Uninformed": ("#000000",),
+    "Gradient": ("#08519C", "#3182BD", "#6BAED6", "#9ECAE1", "#2171B5", "#4292C6", "#084594", "#C6DBEF"),
+    "CAM": ("#A63603", "#E6550D", "#FD8D3C", "#FDAE6B", "#D94801", "#F16913", "#8C2D04"),
+    "Occlusion": ("#006D2C", "#31A354", "#74C476"),
+    "Learning": ("#54278F", "#756BB1", "#9E9AC8"),
+    "Control": ("#636363", "#969696", "#BDBDBD"),
+    "Other": ("#CE1256", "#E7298A", "#DF65B0"),
+}
+"""One hue per method family (the tables' row groups), shades within it: a reader finds a family at once."""
+
+
+def family_style(method: str, index_in_family: int) -> dict[str, object]:
+    """Colour from the method's family, line style and marker from its position within the family."""
+    shades = FAMILY_COLOURS.get(method_display(method).family, FAMILY_COLOURS["Other"])
+    return {
+        "color": shades[index_in_family % len(shades)],
+        "linestyle": LINESTYLES[index_in_family % len(LINESTYLES)],
+        "marker": MARKERS[index_in_family % len(MARKERS)],
+    }
+
+
 def figure2(
     per_image: pd.DataFrame, path: str | Path, n_bins: int = 10, min_count: int = 1, title: str = ""
 ) -> Path:
-    """Figure 2: AG, AD-bar, I, D-bar against the ground-truth probability y_c, one curve per method."""
+    """Figure 2: AG, AD-bar, I, D-bar against the ground-truth probability y_c, one curve per method.
+
+    Methods are coloured by family; grey bars (right axis) give the number of images in each bin, so
+    a point resting on two images is seen as such.
+    """
     means = binned_means(per_image, n_bins, min_count)
-    fig = Figure(figsize=(13, 8.5))
+    fig = Figure(figsize=(14, 9))
     axes = fig.subplots(2, 2, sharex=True)
     methods = method_order(set(means["method"]))
+    seen: dict[str, int] = {}
+    styles = {}
+    for method in methods:
+        family = method_display(method).family
+        styles[method] = family_style(method, seen.get(family, 0))
+        seen[family] = seen.get(family, 0) + 1
+    counts = means.groupby("centre")["count"].max()
     for ax, (key, _) in zip(axes.ravel(), FIGURE2_PANELS):
-        for i, method in enumerate(methods):
+        twin = ax.twinx()
+        twin.bar(counts.index, counts.to_numpy(), width=0.8 / n_bins, color="#DDDDDD", zorder=0)
+        twin.set_ylabel("images per bin", fontsize=10, color="#777777")
+        twin.tick_params(labelsize=9, colors="#777777")
+        ax.set_zorder(twin.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        for method in methods:
             part = means[means["method"] == method]
-            ax.plot(
-                part["centre"], part[key], label=method_display(method).label, markersize=5, **line_style(i)
-            )
+            label = method_display(method).label
+            ax.plot(part["centre"], part[key], label=label, markersize=5, linewidth=1.6, **styles[method])
         ax.set_title(COLUMNS[key].header, fontsize=13)
         ax.set_ylabel(f"{COLUMNS[key].header} (%)", fontsize=12)
         ax.set_xlim(0, 1)
@@ -118,7 +156,7 @@ def figure2(
     for ax in axes[1]:
         ax.set_xlabel("ground-truth probability $y_c$ (binned)", fontsize=12)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=11, frameon=False)
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=10, frameon=False)
     fig.suptitle(title or "Figure 2. Recognition metrics against the ground-truth probability", fontsize=14)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -214,6 +252,8 @@ class Figure1Inputs:
     images: Mapping[str, np.ndarray]
     maps: Mapping[str, Mapping[str, np.ndarray]]
     picks: Mapping[str, tuple[str, str]]
+    values: Mapping[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)
+    methods: tuple[str, ...] = ()
 
 
 def pick_best_worst(
@@ -238,19 +278,23 @@ def pick_best_worst(
     return picks
 
 
-def _overlay(ax, image: np.ndarray | None, saliency: np.ndarray | None) -> None:
+def _overlay(ax, image: np.ndarray | None, saliency: np.ndarray | None, clip: float = 99.0):
+    """Image with the map over it, min-max scaled after clipping at the ``clip`` percentile."""
     ax.set_xticks([])
     ax.set_yticks([])
     if image is None:
         ax.text(0.5, 0.5, "n/a", ha="center", va="center", fontsize=10, transform=ax.transAxes)
-        return
+        return None
     h, w = image.shape[:2]
     ax.imshow(np.clip(image, 0.0, 1.0), extent=(0, w, h, 0))
-    if saliency is not None:
-        s = np.asarray(saliency, dtype=float)
-        span = np.ptp(s) if np.isfinite(s).all() else 0.0
-        s = (s - s.min()) / span if span > 0 else np.zeros_like(s)
-        ax.imshow(s, cmap="viridis", alpha=0.5, vmin=0.0, vmax=1.0, extent=(0, w, h, 0))
+    if saliency is None:
+        return None
+    s = np.asarray(saliency, dtype=float)
+    if np.isfinite(s).all():
+        s = np.clip(s, s.min(), np.percentile(s, clip))
+    span = np.ptp(s) if np.isfinite(s).all() else 0.0
+    s = (s - s.min()) / span if span > 0 else np.zeros_like(s)
+    return ax.imshow(s, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0, extent=(0, w, h, 0))
 
 
 def figure1(
@@ -259,38 +303,55 @@ def figure1(
     picks: Mapping[str, tuple[str, str]],
     path: str | Path,
     title: str = "",
+    values: Mapping[tuple[str, str, str], float] | None = None,
+    methods: Sequence[str] | None = None,
+    clip: float = 99.0,
 ) -> Path:
-    """Figure 1: for each metric its best and worst image, the input and every method's map over it.
+    """Figure 1: for each metric its best and worst image, the input and each method's map over it.
 
     Args:
         images: image id -> (H,W,3) float array in [0,1].
-        maps: method -> image id -> (H,W) saliency map (min-max scaled for display; any resolution,
-            stretched over the image).
+        maps: method -> image id -> (H,W) saliency map (any resolution, stretched over the image).
         picks: metric id -> (best image id, worst image id), e.g. from :func:`pick_best_worst`.
         path: PNG to write.
+        values: ``(method, image id, metric) -> value`` in natural units, written under each map as
+            the paper presents it (x100, bars).
+        methods: the methods shown, in this order (default: every method of ``maps``, paper order).
+        clip: each map is clipped at this percentile before it is scaled to [0, 1] for display.
     """
-    methods = method_order(list(maps))
+    methods = [m for m in (methods or method_order(list(maps))) if m in maps]
     rows = [
         (metric, which, ids[k]) for metric, ids in picks.items() for k, which in enumerate(("best", "worst"))
     ]
-    if not rows:
-        raise DataError("figure 1: no picks given")
+    if not rows or not methods:
+        raise DataError("figure 1: no picks or no methods given")
     cols = 1 + len(methods)
-    fig = Figure(figsize=(1.7 * cols + 2.2, 1.75 * len(rows) + 0.8))
+    fig = Figure(figsize=(1.75 * cols + 2.6, 1.95 * len(rows) + 0.9))
     axes = np.asarray(fig.subplots(len(rows), cols, squeeze=False))
+    shown = None
     for r, (metric, which, image_id) in enumerate(rows):
         image = images.get(image_id)
         _overlay(axes[r, 0], image, None)
-        name = next((c.header for c in COLUMNS.values() if c.metric == metric), metric)
+        column = next((c for c in COLUMNS.values() if c.metric == metric), None)
+        name = column.header if column else metric
         short = image_id.rsplit("/", 1)[-1]
         axes[r, 0].set_ylabel(f"{name} {which}\n{short}", fontsize=10, rotation=0, ha="right", va="center")
         for c, method in enumerate(methods, start=1):
-            _overlay(axes[r, c], image, maps[method].get(image_id) if image is not None else None)
+            ax = axes[r, c]
+            shown = (
+                _overlay(ax, image, maps[method].get(image_id) if image is not None else None, clip) or shown
+            )
+            value = (values or {}).get((method, image_id, metric))
+            if value is not None and np.isfinite(value):
+                ax.set_xlabel(f"{name} {column.present(value) if column else value:.1f}", fontsize=8)
     axes[0, 0].set_title("Input", fontsize=11)
     for c, method in enumerate(methods, start=1):
         axes[0, c].set_title(method_display(method).label, fontsize=11)
-    fig.suptitle(title or "Figure 1. Best and worst image per metric, every method's map", fontsize=14)
-    fig.tight_layout()
+    if shown is not None:
+        fig.colorbar(
+            shown, ax=axes, fraction=0.015, pad=0.01, label=f"saliency (clipped at p{clip:g}, scaled)"
+        )
+    fig.suptitle(title or "Figure 1. Best and worst image per metric, each method's map", fontsize=14)
     return save_figure(fig, path)
 
 

@@ -222,7 +222,11 @@ def _figures_section(
     add(
         "figure1",
         "Figure 1. Best and worst image per metric with every method's map",
-        None if fig1 is None else lambda p: figure1(fig1.images, fig1.maps, fig1.picks, p),
+        None
+        if fig1 is None
+        else lambda p: figure1(
+            fig1.images, fig1.maps, fig1.picks, p, values=fig1.values, methods=fig1.methods or None
+        ),
         "needs the map stores and images of the picked images",
     )
     add(

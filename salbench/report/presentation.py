@@ -96,6 +96,13 @@ def method_display(method: str, family: str | None = None) -> MethodDisplay:
     return MethodDisplay(method, method, family if family in FAMILIES else "Other")
 
 
+def paper_methods(methods: list[str] | tuple[str, ...] | set[str]) -> list[str]:
+    """Those of ``methods`` that are rows of the paper's tables (Figure 1's default), in its order."""
+    return [
+        m for m in method_order(methods) if method_display(m).published is not None and "_jacobgil" not in m
+    ]
+
+
 def method_order(
     methods: list[str] | tuple[str, ...] | set[str], families: dict[str, str] | None = None
 ) -> list[str]:

@@ -29,6 +29,7 @@ import pandas as pd
 from salbench.errors import DataError, SalbenchError
 from salbench.report import build_report
 from salbench.report.figures import PER_IMAGE_COLUMNS, Figure1Inputs, pick_best_worst
+from salbench.report.presentation import paper_methods
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.store.layout import RunLayout
 from salbench.store.outputs import write_run_record
@@ -163,7 +164,7 @@ def _read_maps(path: Path, wanted: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def load_figure1_inputs(
-    cfg: Any, per_image: pd.DataFrame | None, label_set: str = "groundtruth"
+    cfg: Any, per_image: pd.DataFrame | None, label_set: str = "groundtruth", methods: Sequence[str] = ()
 ) -> Figure1Inputs | None:
     """Images and maps of the best/worst image per metric for ``cfg``'s model, or None when unavailable.
 
@@ -189,23 +190,38 @@ def load_figure1_inputs(
     except (SalbenchError, OSError) as exc:
         log.warning("figure 1 skipped: %s", exc)
         return None
-    maps = {path.name[: -len(".zarr")]: _read_maps(path, wanted) for path in stores}
+    chosen = list(methods) or paper_methods([p.name[: -len(".zarr")] for p in stores])
+    maps = {
+        path.name[: -len(".zarr")]: _read_maps(path, wanted) for path in stores if path.name[:-5] in chosen
+    }
     maps = {m: v for m, v in maps.items() if v}
-    return Figure1Inputs(images, maps, picks) if images and maps and picks else None
+    values = {
+        (str(r["method"]), str(r["image_id"]), metric): float(r[metric])
+        for _, r in rows[rows["image_id"].astype(str).isin(wanted)].iterrows()
+        for metric in picks
+    }
+    if not (images and maps and picks):
+        return None
+    return Figure1Inputs(images, maps, picks, values, tuple(m for m in chosen if m in maps))
 
 
 def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
     p.add_argument("--results", help="results CSV to report on (default <output_root>/results.csv)")
     p.add_argument("--out-dir", help="report folder (default <output_root>/report)")
     p.add_argument("--no-figure1", action="store_true", help="skip Figure 1 (reads images and map stores)")
+    p.add_argument(
+        "--figure1-methods", nargs="+", help="map store ids shown in Figure 1 (default: the paper's methods)"
+    )
 
 
-def run_report(cfg: Any, results: Path, out: Path, figure1: bool = True) -> Path:
+def run_report(
+    cfg: Any, results: Path, out: Path, figure1: bool = True, figure1_methods: Sequence[str] = ()
+) -> Path:
     """Build ``out/REPORT.md`` (tables, figures, claims) from ``results`` and the run's files; its path."""
     layout = RunLayout.from_config(cfg)
     models = sorted(set(read_results(results, missing_ok=False)["model"]))
     per_image = load_per_image(layout.root, models)
-    fig1 = load_figure1_inputs(cfg, per_image) if figure1 else None
+    fig1 = load_figure1_inputs(cfg, per_image, methods=figure1_methods) if figure1 else None
     path = build_report(
         results,
         out,
@@ -224,7 +240,7 @@ def _run(args: argparse.Namespace, options: Options) -> int:
     layout = RunLayout.from_config(cfg)
     results = Path(args.results) if args.results else layout.results_csv
     out = Path(args.out_dir) if args.out_dir else layout.report_dir
-    print(run_report(cfg, results, out, figure1=not args.no_figure1))
+    print(run_report(cfg, results, out, not args.no_figure1, args.figure1_methods or ()))
     return 0
 
 
