@@ -134,7 +134,8 @@ def test_draws_are_uniform() -> None:
     assert counts[[0, 3, 6]].sum() == 0
     # 2000 draws over 6 partners: expected 333 each, sd 16.7; bounds at about 5 sd
     assert np.all(counts[[1, 2, 4, 5, 7, 8]] > 250) and np.all(counts[[1, 2, 4, 5, 7, 8]] < 417)
-    # Beta(1,1) = U(0,1): mean 0.5 (sd of the mean 0.0065), variance 1/12
+    # Beta(1,1) = U(0,1): mean 0.5 (sd of the mean 0.0065), variance 1/12 (sd of the sample variance
+    # sqrt((1/80 - 1/144) / 2000) = 0.0017); seeded draws, bounds at >= 4.6 sd
     assert abs(np.mean(lams) - 0.5) < 0.03 and abs(np.var(lams) - 1 / 12) < 0.01
     assert min(lams) >= 0.0 and max(lams) < 1.0
 
@@ -146,7 +147,9 @@ def test_mixup_parameters_reproduce_the_image(dataset: Dataset) -> None:
         partner = images[p["partner_index"]]
         assert torch.equal(A.reconstruct_mixup(images[i], partner, p["lam"]), res.images[i])
         expected = p["lam"] * images[i].double() + (1 - p["lam"]) * partner.double()
-        # float32 mixing vs float64: |x| < 6, so 1e-5 covers rounding of lam and of the products
+        # float32 mixing vs float64, elementwise (no reduction, so no layout dependence): lam cast to
+        # float32, two products and a sum, each rounded by <= 2**-24 relative, terms |x| < 6 (randn):
+        # <= 4 * 6e-8 * 6 ~ 1.4e-6 even with or without FMA; 1e-5 is that bound with a margin
         torch.testing.assert_close(res.images[i].double(), expected, rtol=0, atol=1e-5)
 
 
@@ -178,21 +181,22 @@ def test_cutmix_box_follows_yun_et_al() -> None:
     assert max(areas) == 400 and min(areas) < 400
 
 
+@pytest.mark.numeric
 def test_rotation_identities_and_sign(dataset: Dataset) -> None:
     images = dataset[0]
     assert torch.equal(A.rotate(images, 0), images) and torch.equal(A.rotate(images, 360), images)
-    # counter-clockwise: 90 degrees = transpose then flip rows (torch.rot90 k=1); square images take
-    # torchvision's exact index path, so the interior (1-pixel border excluded) matches to 1e-5 and better
-    r90 = A.rotate(images, 90)
-    torch.testing.assert_close(
-        r90[..., 1:-1, 1:-1], images.transpose(-2, -1).flip(-2)[..., 1:-1, 1:-1], rtol=0, atol=1e-5
-    )
+    # counter-clockwise: 90 degrees = transpose then flip rows (torch.rot90 k=1). In float64 the sampling
+    # grid (cos 90 = 6e-17) lands on pixel centres within ~1e-14 px; times neighbour differences < 10
+    # that is < 1e-12 over the whole image, border included (float32 grids: ~1e-6 px, ~1e-5 in value)
+    x = images.double()
+    torch.testing.assert_close(A.rotate(x, 90), x.transpose(-2, -1).flip(-2), rtol=0, atol=1e-12)
     dot = torch.zeros(1, 1, 9, 9)
     dot[0, 0, 4, 6] = 1.0  # right of the centre -> above it
     assert torch.nonzero(A.rotate(dot, 90)[0, 0]).tolist() == [[2, 4]]
     assert torch.nonzero(A.rotate(dot, -90)[0, 0]).tolist() == [[6, 4]]
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("angle", [45, 135, 225, 315, 30])
 def test_rotation_matches_scipy_bilinear_with_zero_fill(angle: int) -> None:
     # scipy.ndimage.rotate(order=1, mode="grid-constant", cval=0) is bilinear sampling with 0 outside,
@@ -203,17 +207,23 @@ def test_rotation_matches_scipy_bilinear_with_zero_fill(angle: int) -> None:
     torch.testing.assert_close(out, torch.from_numpy(ref), rtol=0, atol=1e-12)
 
 
+@pytest.mark.numeric
 def test_resize_identity_hand_values_and_pil(dataset: Dataset) -> None:
     images = dataset[0]
     same = A.resize(images, SIDE)
     assert torch.equal(same, images) and same.data_ptr() != images.data_ptr()
-    # antialiased bilinear 4 -> 2: triangle of half-width 2 input px, weights (3, 3, 1)/7 and (1, 3, 3)/7
-    ramp = torch.arange(4.0).repeat(4, 1).reshape(1, 1, 4, 4)
-    torch.testing.assert_close(A.resize(ramp, 2)[0, 0, 0], torch.tensor([5 / 7, 16 / 7]), rtol=0, atol=1e-6)
-    # PIL's bilinear resize (which the antialias option mimics) on a float image; tolerance: float32 rounding
+    # antialiased bilinear 4 -> 2: triangle of half-width 2 input px, weights (3, 3, 1)/7 and (1, 3, 3)/7;
+    # float64, 3-term sums of values <= 3: ~1e-15
+    ramp = torch.arange(4.0, dtype=torch.float64).repeat(4, 1).reshape(1, 1, 4, 4)
+    expected = torch.tensor([5 / 7, 16 / 7], dtype=torch.float64)
+    torch.testing.assert_close(A.resize(ramp, 2)[0, 0, 0], expected, rtol=0, atol=1e-12)
+    # PIL's bilinear resize (which the antialias option mimics) on a float image. PIL sums in double and
+    # rounds to float32 after each of its two passes (<= 2**-24 each for values in [0, 1], positive
+    # weights summing to 1); ours runs in float64 on the same float32 pixels: <= 2 * 2**-24 apart
     arr = np.random.default_rng(0).random((8, 8)).astype(np.float32)
     pil = np.asarray(Image.fromarray(arr, mode="F").resize((3, 3), Image.Resampling.BILINEAR))
-    np.testing.assert_allclose(A.resize(torch.from_numpy(arr)[None, None], 3)[0, 0].numpy(), pil, atol=1e-6)
+    ours = A.resize(torch.from_numpy(arr).double()[None, None], 3)[0, 0].numpy()
+    np.testing.assert_allclose(ours, pil, rtol=0, atol=2 * 2**-24)
     assert A.resize(images, 40).shape == (N_IMAGES, 3, 40, 40)
 
 
@@ -232,14 +242,19 @@ def test_crop_params_match_torchvision_and_bounds() -> None:
     assert A.crop_params(10, 30, torch.Generator().manual_seed(0), scale=(2.0, 3.0)) == (0, 8, 10, 13)
 
 
+@pytest.mark.numeric
 def test_crop_variant_resizes_the_box_to_the_input_size(dataset: Dataset) -> None:
-    images, labels, pool = dataset
+    # float64: the same interpolation kernel on the same crop, 2 taps per axis when upsampling; any
+    # other summation order costs ~4 * 2**-53 * |x| (< 1e-14), hence 1e-12
+    images, labels, _ = dataset
+    images = images.double()
+    pool = A.PartnerPool.from_tensor(images, LABELS, IDS)
     res = A.apply_variant(A.make_variant("crop", 44), images, labels, IDS, pool)
     assert res.images.shape == images.shape
     top, left, h, w = res.params[3]["box"]
     crop = images[3:4, :, top : top + h, left : left + w]
     ref = torch.nn.functional.interpolate(crop, size=(SIDE, SIDE), mode="bilinear", antialias=True)
-    torch.testing.assert_close(res.images[3:4], ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(res.images[3:4], ref, rtol=0, atol=1e-12)
 
 
 def test_content_hash() -> None:

@@ -19,6 +19,7 @@ from salbench.methods.base import MethodContext
 from salbench.methods.rise import Rise, RiseParams, generate_masks
 from salbench.metrics.recognition import recognition_scores
 from salbench.models.embedded import EmbeddedResNet
+from tests._tolerance import double
 
 
 class TinyNet(nn.Module):
@@ -66,12 +67,18 @@ def test_bad_flags_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -> No
     assert err[1].startswith("error: --models: unknown ['vgg']")
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("gpu_batch", [5, 32])
 def test_study_rise_loop_equals_salbench_rise(gpu_batch: int) -> None:
     """Same masks, logits scores: the per-image all-class loop and salbench's batched target-only RISE give
-    the same min-max maps (tolerance 1e-5: float32 sums in a different order, the study's epsilon)."""
-    model = TinyNet().eval()
+    the same min-max maps. float64 model and images: the study loop is exact to ~1e-16 (then rounded to
+    float32); salbench's RISE rounds logits to float32 (``Rise.scores``) and sums s M / (N p1) over the
+    12 masks in float32: <= 13 * 2**-24 * max|logit| (5.8) * max(sum M) / (N p1) (1.45) ~ 6.5e-6,
+    divided by the target map's span (>= 1.6) ~ 4e-6, plus a few 2**-24 of min-max rounding < 1e-5.
+    The study's epsilon (2.2e-16 added to the span) is far below that."""
+    model = double(TinyNet().eval())
     images, _, targets = _inputs()
+    images = images.double()
     p = RiseParams(n_masks=12, grid_size=3, p1=0.3, max_batch=7)
     masks = generate_masks(p.n_masks, p.grid_size, p.p1, (8, 8), torch.Generator().manual_seed(4))
     ours = Rise(model, MethodContext(num_classes=3), p, masks=masks)(images, targets)
@@ -81,18 +88,20 @@ def test_study_rise_loop_equals_salbench_rise(gpu_batch: int) -> None:
     torch.testing.assert_close(study, ours, atol=1e-5, rtol=0)
 
 
+@pytest.mark.numeric
 def test_study_causal_loop_equals_recognition_scores() -> None:
     """One model call per step (the RISE authors' loop) and salbench's batched engine give the same
-    deletion (zero substrate) and insertion (blurred start) curves; tolerance 1e-6 (float32 forwards)."""
-    model = TinyNet().eval()
-    images, maps, targets = _inputs()
+    deletion (zero substrate) and insertion (blurred start) curves. float64 model and inputs: the two
+    differ only in batch layout and blur call, ~1e-16 on probabilities, hence 1e-12."""
+    model = double(TinyNet().eval())
+    images, maps, targets = (t.double() if t.is_floating_point() else t for t in _inputs())
     ident = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     ours = recognition_scores(model, images, maps, targets, mean=ident[0], std=ident[1], step=5)
     with torch.no_grad():
         deletion, insertion = bench_metrics.study_causal_curves(model, images, maps, targets, step=5)
     assert deletion.shape == (3, 14)  # ceil(64 / 5) = 13 steps + the start
-    np.testing.assert_allclose(deletion, ours["deletion_curve"], atol=1e-6, rtol=0)
-    np.testing.assert_allclose(insertion, ours["insertion_curve"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(deletion, ours["deletion_curve"], atol=1e-12, rtol=0)
+    np.testing.assert_allclose(insertion, ours["insertion_curve"], atol=1e-12, rtol=0)
     assert np.ptp(deletion, axis=1).min() > 1e-3  # the curves move: the comparison is not vacuous
 
 
@@ -167,6 +176,7 @@ def test_quick_run_writes_every_row_with_exact_passes(script, expected, tmp_path
         assert float(r["passes_per_image"]) == fwd + bwd
         sec, bare_s = float(r["seconds_per_image"]), float(r["bare_seconds_per_image"])
         assert sec > 0 and bare_s > 0
+        # csv writes repr (round-trips), so this is the very float64 quotient: equal; 1e-9 is slack only
         assert math.isclose(float(r["ratio_to_bare"]), sec / bare_s, rel_tol=1e-9)
         assert (r["model"], r["input_size"], r["n_images"], r["repeats"], r["threads"]) == (
             "embedded",

@@ -1,4 +1,8 @@
-"""Monotonicity and Completeness: analytic models, grouping, and agreement with Quantus 0.6."""
+"""Monotonicity and Completeness: analytic models, grouping, and agreement with Quantus 0.6.
+
+Comparisons with Quantus run a float64 copy of the model on both sides (:class:`Float64Model`; Quantus
+casts its inputs to float32 tensors, whose values are exactly ours), so that no probability moves by
+more than ~1e-16 relative between the two batch layouts and the Spearman ranks cannot flip."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from salbench.metrics.fidelity import (
     uniform_baseline,
 )
 from salbench.metrics.perturbation import black_images
+from tests._tolerance import Float64Model, double
 
 S = 10  # the study's nr_samples
 
@@ -69,9 +74,11 @@ def _data(n: int, size: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def _replay(n_groups: int, n: int, seed: int):
-    """Quantus 0.6 draws ``np.random.uniform(0, 1, size=N)`` per group (outer) and sample (inner)."""
+    """Quantus 0.6 draws ``np.random.uniform(0, 1, size=N)`` per group (outer) and sample (inner) and
+    writes them into its float32 input array: the draws rounded to float32 (kept as float64 values, so
+    that float64 inputs receive exactly Quantus' values)."""
     np.random.seed(seed)
-    u = torch.from_numpy(np.random.uniform(0.0, 1.0, size=(n_groups, S, n)))
+    u = torch.from_numpy(np.random.uniform(0.0, 1.0, size=(n_groups, S, n))).float().double()
     return lambda shape, generator: u.view(n_groups, S, n, 1)
 
 
@@ -158,7 +165,8 @@ def test_group_members_list_each_groups_entries() -> None:
 
 def test_exact_on_linear_model() -> None:
     """Replacing a group by 0 lowers logit 0 by w . x over the group, so a map ordered like w gives
-    Spearman exactly 1 and a map ordered against it exactly -1."""
+    Spearman exactly 1 and a map ordered against it exactly -1 (ranks: the group drops differ by
+    ~1e-2, far above float32 noise; the correlation of identical ranks is 1 up to float64 rounding)."""
     size = 6
     w = torch.linspace(0.01, 0.2, size * size).view(1, 1, size, size).expand(1, 3, size, size).contiguous()
     model = Linear2(w, b=-1.0).eval()
@@ -182,23 +190,27 @@ def test_exact_on_linear_model() -> None:
     )
 
 
+@pytest.mark.numeric
 def test_agreement_with_quantus_exact_without_ties_at_boundaries() -> None:
     """21x21 input, default step 63 (a multiple of 3): a pixel's 3 tied channel entries never straddle
-    a group boundary, so numpy's tie order cannot matter. Replayed noise -> agreement to 1e-9."""
-    model = _model()
+    a group boundary, so numpy's tie order cannot matter. Replayed noise, float64 model on the same
+    input values -> identical ranks, Spearman equal up to float64 rounding: 1e-12."""
+    model = Float64Model(_model())
     x, y, a = _data(4, 21)
     expected = _quantus_monotonicity(model, x, y, a, 63, seed=7)
-    ours = _ours(model, x, y, a, baseline=_replay(21, 4, seed=7))
-    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-9)
+    ours = _ours(model, x.astype(np.float64), y, a, baseline=_replay(21, 4, seed=7))
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)
     assert np.ptp(ours) > 0.05  # not a degenerate constant
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("kind", ["spearman", "pearson"])
 def test_agreement_with_quantus_with_stable_tie_order(kind: str) -> None:
     """14x14 input, step 28 (default): tied channel entries straddle boundaries. With Quantus' argsort
-    made stable (our documented tie rule) and its noise replayed, agreement is exact up to float32
-    model arithmetic (1e-6)."""
-    model = _model()
+    made stable (our documented tie rule), its noise replayed and a float64 model on the same input
+    values, agreement is exact up to float64 rounding. Quantus gets float64 attributions: its group
+    sums are then float64 too (float32 sums of 28 values would move Pearson by ~1e-7). 1e-12."""
+    model = Float64Model(_model())
     x, y, a = _data(4, 14, seed=2)
     similarity = None
     if kind == "pearson":
@@ -206,9 +218,10 @@ def test_agreement_with_quantus_with_stable_tie_order(kind: str) -> None:
             warnings.simplefilter("ignore")
             import quantus
         similarity = quantus.similarity_func.correlation_pearson
+    a = a.astype(np.float64)
     expected = _quantus_monotonicity(model, x, y, a, 28, seed=3, similarity=similarity, stable_argsort=True)
-    ours = _ours(model, x, y, a, correlation=kind, baseline=_replay(21, 4, seed=3))
-    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
+    ours = _ours(model, x.astype(np.float64), y, a, correlation=kind, baseline=_replay(21, 4, seed=3))
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)
 
 
 def test_study_literal_perturb_func_fails_in_quantus_06() -> None:
@@ -231,9 +244,13 @@ def test_study_literal_perturb_func_fails_in_quantus_06() -> None:
             metric(model=_model(), x_batch=x, y_batch=y, a_batch=a, device="cpu")
 
 
+@pytest.mark.numeric
 def test_batched_equals_per_image_and_chunking() -> None:
-    model = _model()
+    """float64 model and images: chunks of 7 rows vs whole images move probabilities by ~1e-16
+    relative, so the Spearman ranks are the same and the scores equal to 1e-12."""
+    model = double(_model())
     x, y, a = _data(3, 14, seed=4)
+    x = x.astype(np.float64)
     n_groups = 21
     fill = torch.rand(n_groups, S, 3, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     batched = _ours(model, x, y, a, baseline=lambda shape, g: fill, max_batch=7)
@@ -245,7 +262,7 @@ def test_batched_equals_per_image_and_chunking() -> None:
             a[i : i + 1],
             baseline=lambda shape, g, i=i: fill[:, :, i : i + 1],
         )
-        np.testing.assert_allclose(batched[i : i + 1], one, atol=1e-9)
+        np.testing.assert_allclose(batched[i : i + 1], one, rtol=0, atol=1e-12)
 
 
 def test_default_noise_is_seeded_and_in_range() -> None:
@@ -276,29 +293,31 @@ def test_constant_map_gives_nan_and_bad_shapes_raise() -> None:
         monotonicity(model, torch.from_numpy(x), torch.zeros(1, 13, 14), torch.zeros(1, dtype=torch.long))
 
 
+@pytest.mark.numeric
 def test_completeness_exact_on_linear_model() -> None:
-    """For logit ``w . x + b`` the map ``sum_c (x - x') w`` is complete: gap 0, holds."""
+    """For logit ``w . x + b`` the map ``sum_c (x - x') w`` is complete: gap 0, holds. float64 model and
+    images: sums of 75 products of size <= ~5 agree to ~1e-13 whatever their order, hence 1e-12."""
     gen = torch.Generator().manual_seed(0)
-    w = torch.rand(1, 3, 5, 5, generator=gen)
+    w = torch.rand(1, 3, 5, 5, generator=gen, dtype=torch.float64)
     model = Linear2(w, b=0.5).eval()
     ctx = MethodContext()
-    x = torch.randn(2, 3, 5, 5, generator=gen)
+    x = torch.randn(2, 3, 5, 5, generator=gen, dtype=torch.float64)
     base = black_images(x, ctx.mean, ctx.std)
-    torch.testing.assert_close(ctx.denormalize(base), torch.zeros_like(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(ctx.denormalize(base), torch.zeros_like(x), atol=1e-12, rtol=0)
     t = torch.zeros(2, dtype=torch.long)
     with torch.no_grad():
         complete = ((x - base) * w).sum(1)
     gap, holds = completeness(model, x, complete, t, base)
-    assert float(gap.max()) < 1e-4 and bool(holds.all())
+    assert float(gap.max()) < 1e-12 and bool(holds.all())
     delta = ((x - base) * w).flatten(1).sum(1).double()
     gap0, holds0 = completeness(model, x, torch.zeros(2, 5, 5), t, base)
-    torch.testing.assert_close(gap0, delta.abs(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(gap0, delta.abs(), atol=1e-12, rtol=0)
     assert not bool(holds0.any())
     # probability output: gap = |0 - (sigmoid(z) - sigmoid(z'))| for logits [z, 0].
     z = (x * w).flatten(1).sum(1).double() + 0.5
     z0 = (base * w).flatten(1).sum(1).double() + 0.5
     gp, _ = completeness(model, x, torch.zeros(2, 5, 5), t, base, output="probability")
-    torch.testing.assert_close(gp, (torch.sigmoid(z) - torch.sigmoid(z0)).abs(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(gp, (torch.sigmoid(z) - torch.sigmoid(z0)).abs(), atol=1e-12, rtol=0)
     # the group's default baseline is that black image: the same numbers, holds as 0/1 values
     inputs = MetricInputs(maps=complete, images=x, targets=t, model=model)
     scores = compute(COMPLETENESS, inputs, COMPLETENESS.params_cls())

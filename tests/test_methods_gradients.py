@@ -52,7 +52,9 @@ class TinyCNN(nn.Module):
         return self.fc(self.drop(self.pool(self.features(x)).flatten(1)))
 
 
-def make_model(bn: bool, dropout: float = 0.0, seed: int = 0) -> nn.Module:
+def make_model(
+    bn: bool, dropout: float = 0.0, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> nn.Module:
     torch.manual_seed(seed)
     model = TinyCNN(bn, dropout)
     with torch.no_grad():  # non-trivial running statistics, so eval and train mode differ
@@ -62,12 +64,18 @@ def make_model(bn: bool, dropout: float = 0.0, seed: int = 0) -> nn.Module:
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
-    return model
+    return model.to(dtype)
 
 
-def batch(n: int = 3, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def batch(n: int = 3, seed: int = 1, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, C, H, W, generator=g), torch.arange(n) % K
+    return torch.randn(n, C, H, W, generator=g).to(dtype), torch.arange(n) % K
+
+
+# Comparisons of two gradient computations run float64 models and images (F64): batch layouts, chunk
+# sizes and captum's code paths then differ by ~1e-16 relative; raw attributions here are <= ~0.1,
+# so atol 1e-12 keeps a margin of 1e3 or more (float32: ~1e-9..1e-8 apart, deprocessed maps ~1e-6).
+F64 = torch.float64
 
 
 CTX = MethodContext(num_classes=K)
@@ -96,7 +104,10 @@ def test_jacobgil_deprocess_exact_on_2x2x2() -> None:
     c0 = torch.tensor([[0.4, 0.6], [0.6, 0.4]])
     lo, hi = 0.5 - 0.1 / math.sqrt(3), 0.5 + 0.1 * math.sqrt(3)
     c1 = torch.tensor([[lo, lo], [lo, hi]])
-    torch.testing.assert_close(jacobgil(g), ((c0 + c1) / 2).unsqueeze(0), rtol=0, atol=1e-7)
+    # jacobgil works in float32: exact sums of 4 small integers, then sqrt, division, scale, shift, clamp
+    # and a 2-channel mean, each correctly rounded (the same on every IEEE machine); worst case
+    # ~4 roundings of 2**-24 relative on values <= 0.75: 1.8e-7 (observed 2e-8)
+    torch.testing.assert_close(jacobgil(g), ((c0 + c1) / 2).unsqueeze(0), rtol=0, atol=2e-7)
 
 
 def test_jacobgil_clips_outliers_and_guards_constant_channels() -> None:
@@ -107,7 +118,8 @@ def test_jacobgil_clips_outliers_and_guards_constant_channels() -> None:
     z_rest = -1.0 / math.sqrt(35)  # the 35 other pixels
     expected = torch.full((1, 6, 6), (0.5 + 0.1 * z_rest + 0.5) / 2)
     expected[0, 0, 0] = (1.0 + 0.5) / 2
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-7)
+    # as above (the 36-term float32 sums add ~1e-9 in any order)
+    torch.testing.assert_close(out, expected, rtol=0, atol=2e-7)
 
 
 def test_smoothgrad_deprocess_constant_is_zero_and_unknown_name_rejected() -> None:
@@ -140,6 +152,7 @@ def test_integrated_gradients_on_linear_model_is_x_times_w_exactly() -> None:
     assert torch.equal(raw, (x - 0) * weight[t].view(2, C, H, W))
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("rule", ["riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"])
 def test_integrated_gradients_linear_float64_every_rule(rule: str) -> None:
     weight = torch.randn(K, C * H * W, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
@@ -147,6 +160,7 @@ def test_integrated_gradients_linear_float64_every_rule(rule: str) -> None:
     t = torch.tensor([0, 2])
     params = IntegratedGradientsParams(n_steps=100, rule=rule)
     raw = IntegratedGradients(linear_model(weight), CTX, params).raw_attributions(x, t)
+    # float64: 100 weighted gradients summed, ~100 * 2**-53 relative: 1e-12
     torch.testing.assert_close(raw, x * weight[t].view(2, C, H, W), rtol=1e-12, atol=1e-12)
 
 
@@ -171,13 +185,17 @@ def relu_cnn(inplace: bool, seed: int = 6) -> nn.Module:
     )  # fmt: skip
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("rule", ["riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"])
 def test_integrated_gradients_agrees_with_captum(rule: str) -> None:
-    """Tolerance 1e-5: same nodes/weights, only float32 summation order differs (observed ~1e-9)."""
+    """Same nodes and weights, float64 model and images. captum rounds its step sizes to float32
+    (``torch.tensor(step_sizes).float()``): each weight is off by <= 2**-24 relative, so an attribution
+    sum_k w_k g_k x by <= 2**-24 sum_k w_k |g_k x| <~ a few 2**-24 max|attribution| (ReLU network:
+    gradients constant between kinks); atol 4 * 2**-24 * max|ref| (observed ~1.5e-8 relative)."""
     from captum.attr import IntegratedGradients as CaptumIG
 
-    model = relu_cnn(False)
-    x, t = batch(3)
+    model = relu_cnn(False).double()
+    x, t = batch(3, dtype=F64)
     n = 20
     ours = IntegratedGradients(
         model, CTX, IntegratedGradientsParams(n_steps=n, rule=rule, internal_batch_size=7)
@@ -185,22 +203,24 @@ def test_integrated_gradients_agrees_with_captum(rule: str) -> None:
     ref = CaptumIG(model).attribute(x, baselines=0.0, target=t, n_steps=n, method=rule)
     # captum's trapezoid weights sum to (n-1)/n (documented deviation); the other rules agree as is
     scale = (n - 1) / n if rule == "riemann_trapezoid" else 1.0
-    torch.testing.assert_close(ours.raw_attributions(x, t) * scale, ref, rtol=0, atol=1e-5)
+    atol = 4 * 2**-24 * float(ref.abs().max())
+    torch.testing.assert_close(ours.raw_attributions(x, t) * scale, ref, rtol=0, atol=atol)
 
 
+@pytest.mark.numeric
 def test_guided_backprop_agrees_with_captum_and_handles_inplace_relu() -> None:
-    """Tolerance 1e-6: both apply relu to the ReLU's input gradient; the arithmetic is identical."""
+    """Both apply relu to the ReLU's input gradient; the arithmetic is identical. float64: 1e-12."""
     from captum.attr import GuidedBackprop as CaptumGBP
 
-    model, model_inplace = relu_cnn(False), relu_cnn(True)
-    x, t = batch(3)
+    model, model_inplace = relu_cnn(False).double(), relu_cnn(True).double()
+    x, t = batch(3, dtype=F64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # captum warns that it sets hooks
         ref = CaptumGBP(model).attribute(x.clone(), target=t)
     ours = GuidedBackprop(model, CTX).raw_attributions(x, t)
-    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
     torch.testing.assert_close(
-        GuidedBackprop(model_inplace, CTX).raw_attributions(x, t), ref, rtol=0, atol=1e-6
+        GuidedBackprop(model_inplace, CTX).raw_attributions(x, t), ref, rtol=0, atol=1e-12
     )
     assert not torch.allclose(ours, Gradient(model, CTX).raw_attributions(x, t))  # the guide changed it
 
@@ -225,32 +245,35 @@ def test_guided_backprop_leaves_functional_relu_unguided() -> None:
 # ---------------------------------------------------------------- SmoothGrad, train mode, params
 
 
+@pytest.mark.numeric
 def test_smoothgrad_without_noise_is_the_gradient_and_needs_a_generator() -> None:
-    model = make_model(bn=False)
-    x, t = batch(2)
+    model = make_model(bn=False, dtype=F64)  # chunks of 2 vs one batch: float64, 1e-12 (see F64)
+    x, t = batch(2, dtype=F64)
     sg = SmoothGrad(model, CTX, SmoothGradParams(n_samples=3, noise_level=0.0, internal_batch_size=2))
     raw = sg.raw_attributions(x, t, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(raw, Gradient(model, CTX).raw_attributions(x, t), rtol=0, atol=1e-6)
+    torch.testing.assert_close(raw, Gradient(model, CTX).raw_attributions(x, t), rtol=0, atol=1e-12)
     with pytest.raises(ConfigError, match="Generator"):
         sg.raw_attributions(x, t, None)
 
 
+@pytest.mark.numeric
 def test_smoothgrad_is_the_mean_gradient_over_generator_noise() -> None:
-    model = make_model(bn=False)
-    x, t = batch(2)
+    model = make_model(bn=False, dtype=F64)  # float64 noise draws and passes: 1e-12 (see F64)
+    x, t = batch(2, dtype=F64)
     params = SmoothGradParams(n_samples=4, noise_level=0.2, internal_batch_size=3)
     raw = SmoothGrad(model, CTX, params).raw_attributions(x, t, torch.Generator().manual_seed(9))
     gen, grad = torch.Generator().manual_seed(9), Gradient(model, CTX)
     for i in range(2):
         sigma = 0.2 * (x[i].max() - x[i].min())
-        noisy = x[i] + sigma * torch.randn((4, C, H, W), generator=gen)
+        noisy = x[i] + sigma * torch.randn((4, C, H, W), generator=gen, dtype=F64)
         expected = grad.raw_attributions(noisy, t[i].repeat(4)).mean(0)
-        torch.testing.assert_close(raw[i], expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(raw[i], expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.numeric
 def test_train_mode_uses_batch_statistics_one_image_at_a_time() -> None:
-    model = make_model(bn=True)
-    x, t = batch(3)
+    model = make_model(bn=True, dtype=F64)  # batched vs one image per pass: float64, 1e-12 (see F64)
+    x, t = batch(3, dtype=F64)
     raw = Gradient(model, CTX, GradientParams(train_mode=True)).raw_attributions(x, t)
     reference = copy.deepcopy(model).train()
     expected = []
@@ -258,14 +281,16 @@ def test_train_mode_uses_batch_statistics_one_image_at_a_time() -> None:
         xi = x[i : i + 1].clone().requires_grad_(True)
         reference(xi)[0, t[i]].backward()
         expected.append(xi.grad)
-    torch.testing.assert_close(raw, torch.cat(expected), rtol=0, atol=1e-6)
+    torch.testing.assert_close(raw, torch.cat(expected), rtol=0, atol=1e-12)
     assert not torch.allclose(raw, Gradient(model, CTX).raw_attributions(x, t), atol=1e-4)
 
 
+@pytest.mark.numeric
 def test_train_mode_integrated_gradients_equals_one_forward_per_path_point() -> None:
-    """Batched passes with per-sample batch norm == the study's batch of one per interpolation step."""
-    model = make_model(bn=True)
-    x, t = batch(2)
+    """Batched passes with per-sample batch norm == the study's batch of one per interpolation step
+    (float64, see F64: 1e-12)."""
+    model = make_model(bn=True, dtype=F64)
+    x, t = batch(2, dtype=F64)
     params = IntegratedGradientsParams(train_mode=True, n_steps=4, internal_batch_size=3)
     raw = IntegratedGradients(model, CTX, params).raw_attributions(x, t)
     reference = copy.deepcopy(model).train()
@@ -275,7 +300,7 @@ def test_train_mode_integrated_gradients_equals_one_forward_per_path_point() -> 
             xi = (x[i : i + 1] * k / 4).clone().requires_grad_(True)
             reference(xi)[0, t[i]].backward()
             expected[i] += xi.grad[0] * x[i] / 4
-    torch.testing.assert_close(raw, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(raw, expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", GRADIENT_IDS)
@@ -337,6 +362,7 @@ CASES = [
 ]
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize(("name", "deprocess", "train", "bn"), CASES)
 def test_gradient_method_properties(name: str, deprocess: str, train: bool, bn: bool) -> None:
     model = make_model(bn)
@@ -356,8 +382,15 @@ def test_gradient_method_properties(name: str, deprocess: str, train: bool, bn: 
     assert torch.equal(method(x, t, torch.Generator().manual_seed(0)), maps)  # same seed, same maps
     assert method(x[:0], t[:0], torch.Generator().manual_seed(0)).shape == (0, H, W)
     if cls.deterministic:
-        single = torch.cat([method(x[i : i + 1], t[i : i + 1], None) for i in range(3)])
-        torch.testing.assert_close(single, maps, rtol=0, atol=1e-5)
+        # float64 copies: raw attributions ~1e-16 apart. smoothgrad deprocessing min-maxes in float64
+        # and rounds to float32 once: <= 1 ulp (2**-24). jacobgil rounds the raw values to float32 first
+        # (a flipped rounding: 2**-24 |g|) and standardises in float32 (64-term sums in another order):
+        # z moves by ~10 ulps * max|g| / std (<= 8 + |mean| / std), the map (0.1 z) by < 1e-6
+        md, xd = copy.deepcopy(model).double(), x.double()
+        method_d = cls(md, CTX, method.params)
+        single = torch.cat([method_d(xd[i : i + 1], t[i : i + 1], None) for i in range(3)])
+        atol = 2**-24 if deprocess == "smoothgrad" else 1e-6
+        torch.testing.assert_close(single, method_d(xd, t, None), rtol=0, atol=atol)
     assert module_state(model) == state
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
 

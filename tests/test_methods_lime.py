@@ -61,6 +61,14 @@ def _image(seed: int = 1, size: int = 12) -> torch.Tensor:
     return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
+# Comparisons run float64 models and images (F64), so that batch layouts cannot move the logits
+# (~1e-16). What remains: salbench's Lime rounds logits to float32 (``Lime._scores``), 2**-24 relative
+# on scores |y| <~ 5 here; the weighted fit maps 30..40 scores to 9 coefficients with a gain <~ 10,
+# so coefficients move by <~ 3e-6 (observed <= 1e-7): atol 1e-5 on coefficients <= 0.75 and on the
+# min-max maps built from them.
+F64 = torch.float64
+
+
 def _by_label(attr: torch.Tensor, seg: np.ndarray) -> np.ndarray:
     """Coefficient per superpixel read back from a per-pixel (H,W) attribution."""
     seg_t = torch.from_numpy(seg)
@@ -89,15 +97,16 @@ def test_kernel_equals_lime_package_kernel():
     assert kernel_weights(np.array([3.0]), 3.0)[0] == pytest.approx(np.exp(-0.5))
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("regressor", ["lasso", "ridge"])
 def test_equals_lime_package_on_same_segmentation_and_samples(regressor):
     """lime package defaults (cosine distance, mean hide colour, first sample all ones), same samples.
 
     ``feature_selection='none'`` keeps the package's column order; with its default ('auto' and
-    num_features >= K) it selects all superpixels too, only reordered. Tolerance 1e-5: the package
-    computes the superpixel mean colour in float32, we in float64.
+    num_features >= K) it selects all superpixels too, only reordered. float64 model and image (the
+    package then averages superpixel colours in float64 too); tolerance 1e-5 as derived at F64.
     """
-    model, img, t, seed = TinyNet().eval(), _image(), 2, 7
+    model, img, t, seed = TinyNet().eval().to(F64), _image().to(F64), 2, 7
     alpha = 0.01 if regressor == "lasso" else 1.0
     p = LimeParams(
         n_samples=30,
@@ -112,7 +121,7 @@ def test_equals_lime_package_on_same_segmentation_and_samples(regressor):
 
     def classifier(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return model(torch.from_numpy(batch).permute(0, 3, 1, 2).float()).numpy()
+            return model(torch.from_numpy(batch).permute(0, 3, 1, 2).to(F64)).numpy()
 
     ex = LimeImageExplainer(kernel_width=0.25, feature_selection="none", random_state=seed)
     exp = ex.explain_instance(
@@ -135,14 +144,16 @@ def test_equals_lime_package_on_same_segmentation_and_samples(regressor):
     np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("width", [1000.0, 10.0])
 def test_equals_captum_lime_as_the_study_called_it(width):
     """captum Lime(SkLearnLasso(0.08), exp kernel on euclidean input distance), zero baseline, logits.
 
     Same samples fed through captum's perturb_func. Width 10 makes the weights vary (at 1000 they are
-    ~1 on tiny images). Tolerance 1e-5: captum fits in float32.
+    ~1 on tiny images). float64 model and image; captum still stores scores and similarity weights in
+    float32 (2**-24 relative, like our float32 scores) and returns float32: tolerance 1e-5 (see F64).
     """
-    model, img, t, seed = TinyNet().eval(), _image(), 2, 5
+    model, img, t, seed = TinyNet().eval().to(F64), _image().to(F64), 2, 5
     method = Lime(model, CTX, LimeParams(n_samples=40, kernel_width=width))
     ours = method.surrogate_weights(img, torch.tensor([t]), [SEG], [seed])[0]
     states = sample_states(40, 9, seed, include_original=False)
@@ -169,10 +180,15 @@ def test_equals_captum_lime_as_the_study_called_it(width):
     torch.testing.assert_close(lime_maps([ours], [SEG], 3)[0], study.float(), atol=1e-5, rtol=0)
 
 
+@pytest.mark.numeric
 def test_linear_model_coefficients_recovered_exactly():
-    """score(z) = sum_k z_k a_k, a_k = sum of v * x over superpixel k: an unregularised fit returns a."""
-    v = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(3))
-    img = _image(4)
+    """score(z) = sum_k z_k a_k, a_k = sum of v * x over superpixel k: an unregularised fit returns a.
+
+    float64 model and image: only Lime's float32 scores (2**-24 * |score| <= 2**-24 * 50 = 3e-6, times
+    the fit's gain <~ 10) separate the fit from a (|a| ~ 1..12): rtol 1e-5 with atol 1e-5 near 0; the
+    min-max maps divide by the spread of |a| (> 1 here), atol 1e-5."""
+    v = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(3), dtype=F64)
+    img = _image(4).to(F64)
     seg_t = torch.from_numpy(SEG)
     a = np.array([float((v[1] * img[0])[:, seg_t == k].sum()) for k in range(9)])
     p = LimeParams(n_samples=40, regressor="ridge", alpha=1e-10, kernel_width=10.0)
@@ -200,19 +216,20 @@ def test_quickshift_segments_on_denormalised_pixels():
     assert np.array_equal(quickshift_segments(np.zeros((6, 6, 1)), 2, 10, 0.2, 0), np.zeros((6, 6)))
 
 
+@pytest.mark.numeric
 def test_explain_properties_batch_equals_singles_and_state_restored():
     g = torch.Generator().manual_seed(1)
     pixels = nn.functional.interpolate(torch.rand(3, 3, 4, 4, generator=g), size=(24, 24), mode="nearest")
-    images = CTX.normalize(pixels + 0.05 * torch.rand(3, 3, 24, 24, generator=g)).clamp(-3, 3)
+    images = CTX.normalize(pixels + 0.05 * torch.rand(3, 3, 24, 24, generator=g)).clamp(-3, 3).to(F64)
     before = images.clone()
-    model = TinyNet()
+    model = TinyNet().to(F64)
     model.train()
     method = Lime(model, CTX, LimeParams(kernel_size=2, max_dist=10, max_batch=17))
     targets = torch.tensor([0, 1, 2])
     maps = method.explain(images, targets, torch.Generator().manual_seed(0))
     assert maps.shape == (3, 24, 24) and maps.dtype == torch.float32
     assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
-    assert torch.allclose(maps.amax((1, 2)), torch.ones(3))
+    assert torch.allclose(maps.amax((1, 2)), torch.ones(3))  # min-max: (max - min) / span = 1 exactly
     assert torch.equal(images, before)
     assert model.training and model.bn.training
     assert not any(m._forward_hooks for m in model.modules())
@@ -220,6 +237,9 @@ def test_explain_properties_batch_equals_singles_and_state_restored():
     assert torch.equal(maps, again)
     shared = torch.Generator().manual_seed(0)
     singles = torch.cat([method.explain(images[i : i + 1], targets[i : i + 1], shared) for i in range(3)])
+    # float64: batched (chunks of 17 rows) and single-image logits ~1e-16 apart round to the same float32
+    # scores (a flip would need a logit within 1e-16 of a rounding boundary), so the fits agree to ~1e-16
+    # before the maps' float32 rounding: <= 1 ulp, 2**-24; 1e-6 also covers one flipped score (see F64)
     torch.testing.assert_close(singles, maps, atol=1e-6, rtol=0)
     model.fail = True
     with pytest.raises(RuntimeError, match="boom"):

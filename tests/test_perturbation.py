@@ -26,16 +26,19 @@ from salbench.metrics.perturbation import (
 )
 
 
+@pytest.mark.numeric
 def test_mask_pixels_masks_denormalised_pixels_to_black() -> None:
+    # float64: a few elementwise operations on values <= 2, ~1e-16, hence 1e-12
+    f64 = {"dtype": torch.float64}
     mean, std = (0.5, 0.25), (0.25, 0.5)
-    pixels = torch.tensor([[[[0.2, 1.0]], [[0.6, 0.0]]]])  # (1, 2, 1, 2) pixels in [0, 1]
-    images = (pixels - torch.tensor(mean).view(1, 2, 1, 1)) / torch.tensor(std).view(1, 2, 1, 1)
-    maps = torch.tensor([[[0.5, 0.0]]])
+    pixels = torch.tensor([[[[0.2, 1.0]], [[0.6, 0.0]]]], **f64)  # (1, 2, 1, 2) pixels in [0, 1]
+    images = (pixels - torch.tensor(mean, **f64).view(1, 2, 1, 1)) / torch.tensor(std, **f64).view(1, 2, 1, 1)
+    maps = torch.tensor([[[0.5, 0.0]]], **f64)
     out = mask_pixels(images, maps, mean, std)
     # pixel * m, re-normalised by hand:
     # ch0 (0.1 - 0.5) / 0.25, (0 - 0.5) / 0.25; ch1 (0.3 - 0.25) / 0.5, (0 - 0.25) / 0.5
-    expected = torch.tensor([[[[-1.6, -2.0]], [[0.1, -0.5]]]])
-    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    expected = torch.tensor([[[[-1.6, -2.0]], [[0.1, -0.5]]]], **f64)
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
     torch.testing.assert_close(out[..., 1:], black_images(images, mean, std)[..., 1:])
 
 
@@ -44,6 +47,7 @@ def test_mask_pixels_identity_statistics_is_plain_product() -> None:
     images = torch.randn(2, 3, 4, 5, generator=gen)
     maps = torch.rand(2, 4, 5, generator=gen)
     out = mask_pixels(images, maps, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    # exact: x * 1 + 0 and (y - 0) / 1 are exact, leaving the one product
     torch.testing.assert_close(out, images * maps.unsqueeze(1), atol=0, rtol=0)
     with pytest.raises(ConfigError, match="mean"):
         mask_pixels(images, maps, (0.0, 0.0), (1.0, 1.0, 1.0))
@@ -92,9 +96,11 @@ def test_gaussian_blur_zero_padding_per_channel() -> None:
     assert out[0, 0, 0, 2].item() == pytest.approx(g1 + g0, abs=1e-12)
     assert out[0, 0, 0, 0].item() == pytest.approx((g1 + g0) ** 2, abs=1e-12)
     torch.testing.assert_close(out[:, 1], 3.0 * out[:, 0], atol=1e-12, rtol=0)
-    study = gaussian_blur(images.float())  # acml2024: 5 x 5, sigma 5
+    # acml2024: 5 x 5, sigma 5, here in float64 (25-tap sums: ~1e-15; a float32 blur could be off by
+    # up to 25 * 2**-24 = 1.5e-6); the corner covers 9 taps, each within 3.1e-6 of 0.04: abs 1e-4
+    study = gaussian_blur(images)
     assert study.shape == images.shape
-    assert study[0, 0, 2, 2].item() == pytest.approx(1.0, abs=1e-6)
+    assert study[0, 0, 2, 2].item() == pytest.approx(1.0, abs=1e-12)
     assert study[0, 0, 0, 0].item() == pytest.approx(9 * 0.04, abs=1e-4)
 
 
@@ -130,7 +136,7 @@ def test_blend_rows_matches_materialised_inputs() -> None:
     img = torch.arange(3).repeat_interleave(4)
     counts = step_counts(4, 3, 5).repeat(3)
     lazy = blend_rows(sources, img, 3 + img, pixel_ranks(order)[img], counts)
-    torch.testing.assert_close(lazy, full, atol=0, rtol=0)
+    torch.testing.assert_close(lazy, full, atol=0, rtol=0)  # exact: lerp with 0/1 weights copies
 
 
 def test_auc_trapezoid_rule() -> None:

@@ -139,7 +139,9 @@ def test_cascading_randomisation_changes_exactly_the_intended_blocks():
     assert not torch.equal(other.fc.weight, full.fc.weight)
 
 
+@pytest.mark.numeric
 def test_rank_correlation_by_hand():
+    # float64 arithmetic on rationals with small denominators (ranks, 4 values): exact up to ~1e-16
     a = np.array([[1.0, 2.0], [3.0, 4.0]])
     # one swapped pair: rho = 1 - 6 * sum d^2 / (n (n^2 - 1)) = 1 - 12 / 60
     assert rank_correlation(a, np.array([[1.0, 3.0], [2.0, 4.0]])) == pytest.approx(0.8, abs=1e-12)
@@ -157,7 +159,9 @@ def test_rank_correlation_by_hand():
     assert rank_correlation(np.zeros(4), a) == 0.0
 
 
+@pytest.mark.numeric
 def test_ssim_by_hand():
+    # float64 window sums of 49 values: ~1e-15 relative, rel 1e-9 below
     # 7x7 maps and the default 7x7 window: one window, SSIM = the global formula with sample covariance
     c1, c2 = (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2
     assert ssim_similarity(np.full((7, 7), 0.5), np.zeros((7, 7))) == pytest.approx(
@@ -173,6 +177,7 @@ def test_ssim_by_hand():
     assert ssim_similarity(x * 3.0, x) == 1.0
 
 
+@pytest.mark.numeric
 def test_hog_similarity_by_hand():
     ramp = np.tile(np.linspace(0.0, 1.0, 24), (24, 1))  # horizontal gradient only
     assert len(hog(ramp, **HOG_PARAMS)) == 81  # one 3x3-cell block x 9 orientations
