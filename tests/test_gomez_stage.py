@@ -66,7 +66,7 @@ def test_gomez_stage_writes_the_fourteen_metrics(run_cfg, capsys):
     c = ["--config", str(cfg), "--label-set", "groundtruth", "--method", "fakecam", "edge", "gradcam"]
     assert gomez_metrics.main(c) == 0
     assert "iauc_blur" in capsys.readouterr().out
-    results = pd.read_csv(out / "results.csv", keep_default_na=False)
+    results = pd.read_csv(out / "results.csv")
     assert list(results.columns) == RESULT_COLUMNS
     folder = out / "embedded_resnet" / "evaluation" / "groundtruth"
     for method in ("fakecam", "edge", "gradcam"):

@@ -390,7 +390,7 @@ def _near_equal_rows(values: list[float]) -> pd.DataFrame:
         for metric in ("max_sensitivity", "avg_sensitivity", "complexity", "effective_complexity")
     ]
     frame = pd.DataFrame(rows)
-    frame["label_set"], frame["augmentation"], frame["variant"] = "groundtruth", "none", ""
+    frame["label_set"], frame["augmentation"], frame["variant"] = "groundtruth", "none", "none"
     frame["higher_is_better"] = False
     return frame
 
@@ -413,7 +413,7 @@ def _shift_rows(delta: float) -> pd.DataFrame:
     for method in ("fakecam", "gradcam"):
         for metric in ("average_increase", "average_drop", "average_gain", "insertion", "deletion"):
             rows.append(
-                {"augmentation": "none", "variant": "", "method": method, "metric": metric, "value": 0.5}
+                {"augmentation": "none", "variant": "none", "method": method, "metric": metric, "value": 0.5}
             )
             for variant, d in (("seed32", delta - 0.01), ("seed44", delta + 0.01)):
                 rows.append(

@@ -275,7 +275,7 @@ def test_result_rows_schema_and_values():
                 "gradcam",
                 "CAM",
                 "none",
-                "",
+                "none",
                 0,
                 MEAN_METRIC,
                 0.4,
@@ -291,7 +291,7 @@ def test_result_rows_schema_and_values():
                 "random",
                 "Control",
                 "none",
-                "",
+                "none",
                 0,
                 MEAN_METRIC,
                 0.55,
@@ -316,18 +316,18 @@ def test_record_results_replaces_the_whole_roar_block(tmp_path):
         {"method": ["gradcam", "random", BASELINE], "k": [30, 30, 0], "accuracy": [0.1, 0.2, 0.3]}
     )
     rows = result_rows(ws, old, 300)
-    other = {**rows[0], "metric": "insertion", "variant": "", "value": 0.42, "higher_is_better": True}
+    other = {**rows[0], "metric": "insertion", "variant": "none", "value": 0.42, "higher_is_better": True}
     other_protocol = {**rows[1], "protocol": "reference"}
     upsert_results(layout.results_csv, [*rows, other, other_protocol])
     new = pd.DataFrame({"method": [BASELINE, "random"], "k": [0, 50], "accuracy": [0.9, 0.5]})
     record_results(ws, result_rows(ws, new, 300))
     table = read_results(layout.results_csv)
-    got = set(zip(table.method, table.variant.fillna(""), table.metric, table.value, table.protocol))
+    got = set(zip(table.method, table.variant, table.metric, table.value, table.protocol))
     assert got == {
         (BASELINE, "k00", METRIC, 0.9, "acml2024"),
         ("random", "k50", METRIC, 0.5, "acml2024"),
-        ("random", "", MEAN_METRIC, 0.5, "acml2024"),
-        ("gradcam", "", "insertion", 0.42, "acml2024"),  # not a ROAR row: kept
+        ("random", "none", MEAN_METRIC, 0.5, "acml2024"),
+        ("gradcam", "none", "insertion", 0.42, "acml2024"),  # not a ROAR row: kept
         ("random", "k30", METRIC, 0.2, "reference"),  # another protocol: kept
     }
     assert len(table) == 5
@@ -407,17 +407,17 @@ def test_script_end_to_end(tiny_embedded, capsys):
     folder = root / "embedded_resnet" / "retraining"
     assert (folder / "roar.png").stat().st_size > 10_000
     assert (folder / "config.yaml").is_file() and (folder / "manifest.json").is_file()
-    results = pd.read_csv(root / "results.csv", keep_default_na=False)
+    results = pd.read_csv(root / "results.csv")
     assert list(results.columns) == RESULT_COLUMNS
     roar = results[results.metric.isin([METRIC, MEAN_METRIC])].set_index(["method", "variant", "metric"])
     accuracy_rows = [(BASELINE, "k00", METRIC), ("gradcam", "k50", METRIC), ("random", "k50", METRIC)]
-    mean_rows = [("gradcam", "", MEAN_METRIC), ("random", "", MEAN_METRIC)]
+    mean_rows = [("gradcam", "none", MEAN_METRIC), ("random", "none", MEAN_METRIC)]
     assert sorted(roar.index) == sorted([*accuracy_rows, *mean_rows])
     assert (roar.n_images == 8).all() and (roar.label_set == "groundtruth").all()  # all eval images
     assert (roar.higher_is_better.astype(str) == "False").all() and (roar.protocol == "acml2024").all()
     scores = pd.read_csv(folder / "scores.csv").set_index(["method", "k"])
     assert roar.loc[("gradcam", "k50", METRIC), "value"] == scores.loc[("gradcam", 50), "accuracy"]
-    assert roar.loc[("gradcam", "", MEAN_METRIC), "value"] == scores.loc[("gradcam", 50), "accuracy"]
+    assert roar.loc[("gradcam", "none", MEAN_METRIC), "value"] == scores.loc[("gradcam", 50), "accuracy"]
     assert scores.loc[(BASELINE, 0), "n_train"] == 24 and scores.loc[(BASELINE, 0), "epochs"] == 1
 
 

@@ -276,7 +276,7 @@ def test_script_end_to_end(imagenet_run, capsys):
     flags = pd.read_csv(folder / "groundtruth" / "flags.csv").set_index("method")
     assert flags.loc[["fakecam", "edge", "random"], "fails_model_randomisation"].all()
     assert (flags.loc[["fakecam", "edge", "random"], "similarity_full_randomisation"] == 1.0).all()
-    results = pd.read_csv(root / "results.csv", keep_default_na=False)
+    results = pd.read_csv(root / "results.csv")
     assert list(results.columns) == RESULT_COLUMNS
     rows = results[(results.method == "fakecam") & (results.metric == "sanity_ssim")]
     assert len(rows) == 12 and (rows.value == 1.0).all() and (rows.n_images == 3).all()

@@ -62,8 +62,13 @@ def test_generation_then_evaluation(run_cfg, capsys):
     )  # coarse: log(n / (n - 1)) = 2.4e-4
     assert localization.main([*c, "--method", "fakecam"]) == 0
 
-    results = pd.read_csv(model_dir.parent / "results.csv", keep_default_na=False)
+    results = pd.read_csv(model_dir.parent / "results.csv")  # a bare read: no empty "none" values
     assert list(results.columns) == RESULT_COLUMNS
+    text = results.select_dtypes(exclude="number")
+    assert not text.isna().any().any(), text.columns[text.isna().any()].tolist()
+    assert set(results.variant) == {"none"} and set(results.augmentation) == {"none"}
+    assert results["value"].dtype == np.float64 and results["n_images"].dtype == np.int64
+    assert results["higher_is_better"].dtype == bool
     fc = results[(results.method == "fakecam") & (results.label_set == "groundtruth")].set_index("metric")
     # Fake-CAM keeps every pixel but one: the masked image is the image, so AD ~ 0 and AG ~ 0
     assert fc.loc["average_drop", "value"] == pytest.approx(0, abs=0.02)
@@ -106,7 +111,7 @@ def test_augmented_two_methods_two_variants(run_cfg):
     c = ["--config", str(cfg), "--variant", "mixup_32", "rotation_45", "--method", "fakecam", "gradcam"]
     assert aug_gen.main([*c, "--n-images", "5"]) == 0
     assert aug_eval.main(c) == 0
-    results = pd.read_csv(model_dir.parent / "results.csv", keep_default_na=False)
+    results = pd.read_csv(model_dir.parent / "results.csv")
     aug = results[results.augmentation != "none"]
     assert set(zip(aug.augmentation, aug.variant)) == {("mixup", "mixup_32"), ("rotation", "rotation_45")}
     # the classifier's own accuracy on each variant's images (method "model"), then the maps' metrics

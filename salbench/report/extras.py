@@ -69,7 +69,7 @@ _ROAR_K = re.compile(r"k(\d+)")
 
 def gomez_table(rows: pd.DataFrame, label_set: str) -> Table | None:
     """Method x the Gomez metrics of both fillings that have values (None when none)."""
-    data = wide(rows[rows["variant"] == ""], GOMEZ_COLUMNS).dropna(axis=1, how="all")
+    data = wide(rows[rows["variant"] == "none"], GOMEZ_COLUMNS).dropna(axis=1, how="all")
     data = data.dropna(axis=0, how="all")
     if data.empty:
         return None
@@ -117,7 +117,7 @@ def roar_table(rows: pd.DataFrame, label_set: str) -> Table | None:
     up = direction(rows, ROAR_ACCURACY, False)
     acc = rows[rows["metric"] == ROAR_ACCURACY].pivot_table(index="method", columns="variant", values="value")
     acc = acc.reindex(columns=ks) * 100.0
-    mean = rows[(rows["metric"] == ROAR_MEAN) & (rows["variant"] == "")].groupby("method")["value"].mean()
+    mean = rows[(rows["metric"] == ROAR_MEAN) & (rows["variant"] == "none")].groupby("method")["value"].mean()
     acc["mean"] = mean.reindex(acc.index) * 100.0
     acc = acc.dropna(axis=1, how="all")
     methods = method_order([m for m in acc.index if m != ROAR_ORIGINAL])

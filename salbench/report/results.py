@@ -80,7 +80,7 @@ def presented(
     keys: Sequence[str],
     label_set: str,
     augmentation: str = NO_AUGMENTATION,
-    variant: str | None = "",
+    variant: str | None = "none",
 ) -> pd.DataFrame:
     """Method x column frame of presented values (x100, bars) for one slice of the results.
 

@@ -221,7 +221,7 @@ def summary_rows(
     frame: pd.DataFrame,
     kind: Kind,
     augmentation: str = "none",
-    variant: str = "",
+    variant: str = "none",
     family: str = "unknown",
 ) -> list[dict]:
     """Tidy results rows of ``kind``'s summarised columns: mean over the finite per-image values,

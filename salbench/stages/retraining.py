@@ -178,7 +178,7 @@ def result_rows(
     """Tidy ``results.csv`` rows from ``scores`` (columns ``method, k, accuracy``).
 
     One ``roar_accuracy`` row per method x k (variant ``k<k:02d>``; the unmodified re-training is method
-    :data:`BASELINE`, ``k00``) and one ``roar_mean_accuracy`` row per method (variant ``""``, mean over
+    :data:`BASELINE`, ``k00``) and one ``roar_mean_accuracy`` row per method (variant ``none``, mean over
     its ks). Maps explain the ground-truth class; lower accuracy is better. ``families``: store id ->
     method family (the re-training with nothing removed is ``Reference``; others default to ``unknown``);
     ``provenance``: the ``checkpoint`` and ``inputs`` columns (default ``unknown``).
@@ -208,7 +208,7 @@ def result_rows(
         row = {
             "method": method,
             "family": families.get(method, "unknown"),
-            "variant": "",
+            "variant": "none",
             "metric": MEAN_METRIC,
             "value": value,
         }

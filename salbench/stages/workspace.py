@@ -50,7 +50,7 @@ class Workspace:
     context: MethodContext
     images: ImageSource
     augmentation: str = "none"
-    variant: str = ""
+    variant: str = "none"
 
     def describe(self) -> dict[str, Any]:
         """Provenance recorded in manifests."""

@@ -47,11 +47,14 @@ DEFAULTS = {
     "family": "unknown",
     "level": 0,
     "augmentation": "none",
-    "variant": "",
+    "variant": "none",
     "checkpoint": "unknown",
     "inputs": "unknown",
 }
 """Values of columns an older or hand-written file may lack (or leave empty)."""
+NO_VARIANT = "none"
+"""``variant`` of a row that is no variant of anything (un-augmented images, a mean over the ROAR
+fractions): a word, so a bare ``pd.read_csv`` reads no NaN (files that left it empty read as this)."""
 METRIC_ALIASES = {"completeness": "completeness_gap"}
 """Metric ids an earlier writer used for the same quantity."""
 _TEXT = (
@@ -130,7 +133,7 @@ def read_results(path: str | Path, missing_ok: bool = True) -> pd.DataFrame:
     frame = frame[list(RESULT_COLUMNS)].copy()
     for column in _TEXT:
         frame[column] = frame[column].astype(str).str.strip()
-        if column in DEFAULTS and column != "variant":
+        if column in DEFAULTS:
             frame[column] = frame[column].where(frame[column] != "", str(DEFAULTS[column]))
     frame["value"] = _numbers(frame, "value", path)
     for column in ("n_images", "n_skipped", "level"):
@@ -161,7 +164,7 @@ def _upsert(path: Path, new: pd.DataFrame) -> pd.DataFrame:
     old = read_results(path)
     if new.empty:
         return old
-    new["variant"] = new["variant"].fillna("").astype(str)
+    new["variant"] = new["variant"].fillna(NO_VARIANT).replace("", NO_VARIANT).astype(str)
     if not old.empty:
         keys = set(map(tuple, new[KEY_COLUMNS].astype(str).to_numpy()))
         keep = [tuple(r) not in keys for r in old[KEY_COLUMNS].astype(str).to_numpy()]
