@@ -211,6 +211,7 @@ class Command:
 COMMANDS: Registry[Command] = Registry("command")
 ORDER = (
     "run",
+    "plan",
     "explain",
     "train",
     "train-casme",
@@ -242,6 +243,7 @@ def load_commands() -> Registry[Command]:
         explain,
         generate,
         pipeline,
+        plan,
         report,
         retraining,
         sanity,
