@@ -30,7 +30,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Where outputs go and how the run executes."""
+    """Where outputs go and how the run executes.
+
+    ``ci_*``: the percentile bootstrap over images of every mean in ``results.csv`` (resamples, level,
+    seed; :class:`salbench.stats.Bootstrap`).
+    """
 
     output_root: str = "runs/embedded"
     protocol: Literal["acml2024", "reference"] = "acml2024"
@@ -42,6 +46,9 @@ class RunConfig:
     seed: int = 0
     threads: int = 0
     overwrite: bool = False
+    ci_resamples: int = 1000
+    ci_level: float = 0.95
+    ci_seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +88,16 @@ class DataConfig:
 class ModelConfig:
     """Which classifier to explain.
 
-    ``name`` is a model registry id (``embedded_resnet``, ``embedded_vgg`` or any torchvision
-    classifier name); ``weights`` a torchvision weights enum member (read from the torch hub cache,
-    never downloaded by tests) and ``checkpoint`` a local state-dict file (``weights_only=True``).
-    ``memory_format``: ``channels_last`` (NHWC convolutions, about twice as fast on CPU for these
-    models; outputs equal to ``contiguous`` up to float rounding) or ``contiguous``.
+    ``name`` is one of four entry points: an embedded model (``embedded_resnet``, ``embedded_vgg``),
+    any torchvision classifier name, ``timm:<name>`` (a timm architecture, built without downloading)
+    or ``package.module:factory`` / ``path/to/file.py:factory`` (a callable returning an
+    ``nn.Module``). ``kwargs`` are the keyword arguments of the factory, ``timm.create_model`` or
+    ``torchvision.models.get_model`` (e.g. ``{img_size: 32}``, ``{image_size: 32}``). ``weights`` is a
+    torchvision weights enum member (read from the torch hub cache, never downloaded by tests) and
+    ``checkpoint`` a local state-dict file (``weights_only=True``; bare, ``state_dict`` or ``model``
+    layouts, ``module.`` prefix stripped). ``memory_format``: ``channels_last`` (NHWC convolutions,
+    about twice as fast on CPU for these models; outputs equal to ``contiguous`` up to float rounding)
+    or ``contiguous``.
     """
 
     name: str = "embedded_resnet"
@@ -94,6 +106,8 @@ class ModelConfig:
     num_classes: int = 0
     target_layer: str = ""
     memory_format: str = "channels_last"
+    # hash=False keeps the frozen config hashable; equality still compares the arguments
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass(frozen=True)

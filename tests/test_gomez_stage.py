@@ -71,7 +71,9 @@ def test_gomez_stage_writes_the_fourteen_metrics(run_cfg, capsys):
     folder = out / "embedded_resnet" / "evaluation" / "groundtruth"
     for method in ("fakecam", "edge", "gradcam"):
         per_image = pd.read_csv(folder / f"{method}_gomez.csv", dtype={"image_id": str})
-        assert list(per_image.columns) == ["image_id", *IDS] and len(per_image) == 6
+        ties = [f"iic_tie_{f}" for f in ("black", "blur")]  # 1: O and Y within iic_tolerance
+        assert sorted(per_image.columns) == sorted(["image_id", *IDS, *ties]) and len(per_image) == 6
+        assert per_image[ties].isin([0.0, 1.0]).all().all()
         expected = _expected(cfg, method)
         np.testing.assert_array_equal(per_image[IDS].to_numpy(), expected.to_numpy())
         rows = results[results.method == method].set_index("metric")
@@ -84,6 +86,15 @@ def test_gomez_stage_writes_the_fourteen_metrics(run_cfg, capsys):
             assert rows.loc[metric, "n_skipped"] == (~finite).sum()
             assert rows.loc[metric, "higher_is_better"] == (metric not in LOWER_IS_BETTER)
             assert rows.loc[metric, "label_set"] == "groundtruth"
+            # bootstrap interval of the mean (ends are resample means: within the values' range)
+            low, high = rows.loc[metric, "ci_low"], rows.loc[metric, "ci_high"]
+            assert values[finite].min() <= low <= rows.loc[metric, "value"] <= high <= values[finite].max()
+            assert rows.loc[metric, "std"] == pytest.approx(np.std(values[finite], ddof=1), rel=1e-12)
+            if metric.startswith("iic_"):  # the near ties among the averaged images are counted
+                tie = per_image[metric.replace("iic_", "iic_tie_")].to_numpy()
+                assert rows.loc[metric, "n_ties"] == (tie[finite] == 1.0).sum()
+            else:
+                assert np.isnan(rows.loc[metric, "n_ties"])
     # Fake-CAM keeps every pixel but one: the kept image is the image, so AD is ~0
     fake = results[results.method == "fakecam"].set_index("metric")
     assert fake.loc["ad_gomez_black", "value"] == pytest.approx(0.0, abs=0.02)

@@ -21,7 +21,7 @@ from main import diagnostics
 from salbench.models.embedded import EmbeddedResNet
 from salbench.stages import evaluate as evaluate_stage
 from salbench.stages.cli import main as salbench
-from salbench.store.results import RESULT_COLUMNS, read_results, upsert_results
+from salbench.store.results import RESULT_COLUMNS, UNCERTAINTY_COLUMNS, read_results, upsert_results
 from tests._tolerance import F32_PROB_REL
 from tests.conftest import write_stage_config
 
@@ -164,7 +164,7 @@ def test_nan_weights_are_an_error_naming_the_checkpoint(run, capsys):
 
 
 def _upsert_many(path: str, worker: int) -> None:
-    row = {c: "x" for c in RESULT_COLUMNS}
+    row = {c: "x" for c in RESULT_COLUMNS} | dict.fromkeys(UNCERTAINTY_COLUMNS, float("nan"))
     row |= {"value": 0.5, "n_images": 1, "n_skipped": 0, "level": 0, "higher_is_better": True}
     for i in range(40):
         upsert_results(path, [{**row, "metric": f"m{worker}_{i}"}])

@@ -119,6 +119,8 @@ def test_metric_metadata() -> None:
         "blur_sigma": 5.0,
         "blur_construction": "rise",
         "max_batch": 1024,
+        "ai_tolerance": 1e-5,
+        "ai_rule": "strict",
     }
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -30,6 +30,14 @@ from salbench.registry import Registry
 
 Scores = dict[str, np.ndarray]
 """Per-image outputs of a group: metric id -> (N,) float64, ``skipped`` -> (N,) bool, further outputs."""
+TieRule = Literal["strict", "tolerant"]
+TIE_RULES: tuple[str, ...] = get_args(TieRule)
+"""How an indicator ``1[O > Y]`` decides a near tie (:func:`increase_indicator`)."""
+DEFAULT_TIE_TOLERANCE = 1e-5
+"""Relative difference of two probabilities below which they are a near tie. Two float32 evaluations of
+the same probability in another batch layout or thread count differ by ~1e-7..1e-6 relative (observed
+<= 4e-7 on the embedded ResNet); 1e-5 keeps a factor 10 above that. Raise it where the model runs in
+reduced precision (TF32 or float16 convolutions move probabilities by ~1e-3 relative)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +138,8 @@ class MetricGroup:
         accepts: optional :class:`MetricInputs` fields it reads.
         aux: per-image outputs written beside the metrics (e.g. ``base_prob``, ``masked_prob``).
         arrays: per-image arrays kept beside them: saved name -> score key (e.g. the curves).
+        ties: indicator metric id -> the ``aux`` output flagging its near ties per image (counted in
+            ``results.csv`` as ``n_ties``).
     """
 
     name: str
@@ -140,6 +150,7 @@ class MetricGroup:
     accepts: tuple[str, ...] = ()
     aux: tuple[str, ...] = ()
     arrays: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    ties: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -193,6 +204,41 @@ def compute(
     if g.needs_model and (inputs.model is None or inputs.images is None or inputs.targets is None):
         raise ConfigError(f"metric group {g.name!r} re-runs the model: it needs model, images and targets")
     return g.function(inputs, params, chosen)
+
+
+def near_ties(base: Any, new: Any, tolerance: float = DEFAULT_TIE_TOLERANCE) -> np.ndarray:
+    """Per-image near-tie flags ``|O - Y| <= tolerance * max(|O|, |Y|)`` as float 0/1; NaN where Y or O is."""
+    base, new = np.asarray(base, dtype=np.float64), np.asarray(new, dtype=np.float64)
+    tie = np.abs(new - base) <= tolerance * np.maximum(np.abs(new), np.abs(base))
+    return np.where(np.isnan(base) | np.isnan(new), np.nan, tie.astype(np.float64))
+
+
+def check_tie_rule(tolerance: float, rule: str, names: tuple[str, str] = ("tolerance", "rule")) -> None:
+    """Raise a :class:`ConfigError` naming the parameter for a negative tolerance or an unknown rule."""
+    if rule not in TIE_RULES:
+        raise ConfigError(f"{names[1]}: {rule!r} is not one of {', '.join(TIE_RULES)}")
+    if not tolerance >= 0:
+        raise ConfigError(f"{names[0]}: must be >= 0, got {tolerance!r}")
+
+
+def increase_indicator(
+    base: Any, new: Any, tolerance: float = DEFAULT_TIE_TOLERANCE, rule: TieRule = "strict"
+) -> np.ndarray:
+    """Per-image ``1[O > Y]`` as float (NaN where Y or O is NaN), near ties decided by ``rule``.
+
+    ``strict`` compares the two floats as they are (the study's rule: a near tie, e.g. a map that
+    changes one pixel, is decided by rounding noise and flips with the batch layout); ``tolerant``
+    counts a near tie (:func:`near_ties`) as no increase, so the batch layout cannot decide it.
+
+    Raises:
+        ConfigError: a negative tolerance or an unknown rule.
+    """
+    check_tie_rule(tolerance, rule)
+    base, new = np.asarray(base, dtype=np.float64), np.asarray(new, dtype=np.float64)
+    up = new > base
+    if rule == "tolerant":
+        up &= near_ties(base, new, tolerance) == 0.0
+    return np.where(np.isnan(base) | np.isnan(new), np.nan, up.astype(np.float64))
 
 
 def to_numpy(values: Any) -> np.ndarray:

@@ -9,7 +9,9 @@ Single-step: M = the map min-max normalised to [0, 1], upsampled bicubically (``
 not clipped, so it may overshoot [0, 1] slightly) to the input size. Y = f(x)_c,
 O = f(x M + fill (1 - M))_c, R = f(x (1 - M) + fill M)_c:
 
-* IIC, increase in confidence: 1[O > Y].
+* IIC, increase in confidence: 1[O > Y]; near ties, ``|O - Y| <= iic_tolerance max(O, Y)``, are
+  flagged per image (``iic_tie``) and decided by ``iic_rule`` (``strict``: as the floats compare, the
+  package's rule; ``tolerant``: no increase; :func:`~salbench.metrics.base.increase_indicator`).
 * AD, average drop: max(0, Y - O) / Y.
 * ADD, average drop in deletion: (Y - R) / Y (signed; higher: the salient part mattered more).
 
@@ -53,7 +55,19 @@ import torch
 from torch import nn
 
 from salbench.errors import ConfigError, DataError
-from salbench.metrics.base import MetricDef, MetricGroup, MetricInputs, MetricParams, Scores, register
+from salbench.metrics.base import (
+    DEFAULT_TIE_TOLERANCE,
+    MetricDef,
+    MetricGroup,
+    MetricInputs,
+    MetricParams,
+    Scores,
+    TieRule,
+    check_tie_rule,
+    increase_indicator,
+    near_ties,
+    register,
+)
 from salbench.metrics.engine import ForwardCounter, chunked_target_probs
 from salbench.metrics.perturbation import (
     auc,
@@ -225,6 +239,8 @@ def single_step_scores(
     clamp_mask: bool = False,
     base_probs: torch.Tensor | None = None,
     max_batch: int = 1024,
+    iic_tolerance: float = DEFAULT_TIE_TOLERANCE,
+    iic_rule: TieRule = "strict",
     counter: ForwardCounter | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-image IIC, AD (``kept``) and ADD (``removed``) for one batch, in one chunked model pass.
@@ -244,13 +260,17 @@ def single_step_scores(
         clamp_mask: clip the upsampled mask to [0, 1].
         base_probs: (N,) f(x)_c if already known; None evaluates the originals here.
         max_batch: most rows per forward pass.
+        iic_tolerance: relative difference of O and Y below which they are a near tie.
+        iic_rule: ``strict`` (near ties as the floats compare) or ``tolerant`` (a near tie: no increase).
         counter: optional :class:`~salbench.metrics.engine.ForwardCounter`.
 
     Returns:
         float64 (N,) arrays, NaN for skipped images: ``base_prob``; with ``kept``: ``kept_prob``,
-        ``iic``, ``ad_gomez``; with ``removed``: ``removed_prob``, ``add``; and ``skipped`` (N,) bool.
+        ``iic``, ``iic_tie`` (1: O and Y a near tie), ``ad_gomez``; with ``removed``: ``removed_prob``,
+        ``add``; and ``skipped`` (N,) bool.
     """
     _validate(images, maps, targets)
+    check_tie_rule(iic_tolerance, iic_rule, ("iic_tolerance", "iic_rule"))
     if not parts or not set(parts) <= set(get_args(Part)):
         raise ConfigError(f"parts: expected a non-empty subset of kept, removed, got {tuple(parts)}")
     if base_probs is not None and tuple(base_probs.shape) != (images.shape[0],):
@@ -269,7 +289,8 @@ def single_step_scores(
         if "kept" in probs:
             kept = probs["kept"]
             out |= {"kept_prob": kept, "ad_gomez": np.maximum(base - kept, 0.0) / base}
-            out["iic"] = np.where(vnp, (kept > base).astype(np.float64), np.nan)
+            out["iic"] = np.where(vnp, increase_indicator(base, kept, iic_tolerance, iic_rule), np.nan)
+            out["iic_tie"] = np.where(vnp, near_ties(base, kept, iic_tolerance), np.nan)
         if "removed" in probs:
             out |= {"removed_prob": probs["removed"], "add": (base - probs["removed"]) / base}
     out["skipped"] = _skip_log(valid, "gomez single-step")
@@ -386,11 +407,14 @@ def curve_scores(
 
 @dataclasses.dataclass(frozen=True)
 class SingleStepParams(MetricParams):
-    """IIC / AD / ADD settings (package defaults): ``filling``, mask clipping, rows per forward pass."""
+    """IIC / AD / ADD settings (package defaults): ``filling``, mask clipping, rows per forward pass,
+    IIC's near-tie tolerance and rule (the reference protocol: ``tolerant``)."""
 
     filling: Filling = "black"
     clamp_mask: bool = False
     max_batch: int = 1024
+    iic_tolerance: float = DEFAULT_TIE_TOLERANCE
+    iic_rule: TieRule = "strict"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -451,7 +475,15 @@ def _curve(game: Game) -> Any:
 
 
 GOMEZ_SINGLE = register(
-    MetricGroup("gomez_single", "gomez", SingleStepParams, _single, accepts=("base_probs", "counter")),
+    MetricGroup(
+        "gomez_single",
+        "gomez",
+        SingleStepParams,
+        _single,
+        accepts=("base_probs", "counter"),
+        aux=("iic_tie",),
+        ties={"iic": "iic_tie"},
+    ),
     MetricDef(
         "iic",
         "gomez_single",

@@ -10,7 +10,9 @@ Two layers:
 Definitions, with Y = f(x)_c (stage-1 probability of target c) and O = f(x * m)_c:
 
 * Average Drop (Chattopadhyay et al., Grad-CAM++, WACV 2018, eq. 19): max(0, Y - O) / Y.
-* Average Increase / increase in confidence (ibid., sec. 5.1): 1[Y < O].
+* Average Increase / increase in confidence (ibid., sec. 5.1): 1[Y < O]; near ties (a map changing one
+  pixel) are rounding noise: ``ai_rule`` ``strict`` (acml2024) or ``tolerant`` (reference), see
+  :func:`~salbench.metrics.base.increase_indicator`; near ties are flagged (``increase_tie``).
 * Average Gain (Zhang et al., Opti-CAM, 2023): max(0, O - Y) / (1 - Y).
 * Insertion / Deletion (Petsiuk et al., RISE, BMVC 2018, sec. 4.1): normalised AUC of f(.)_c along the
   curves of :mod:`salbench.metrics.perturbation`.
@@ -32,7 +34,19 @@ import torch
 from torch import nn
 
 from salbench.errors import ConfigError, DataError
-from salbench.metrics.base import MetricDef, MetricGroup, MetricInputs, MetricParams, Scores, register
+from salbench.metrics.base import (
+    DEFAULT_TIE_TOLERANCE,
+    MetricDef,
+    MetricGroup,
+    MetricInputs,
+    MetricParams,
+    Scores,
+    TieRule,
+    check_tie_rule,
+    increase_indicator,
+    near_ties,
+    register,
+)
 from salbench.metrics.engine import ForwardCounter, chunked_target_probs
 from salbench.metrics.perturbation import (
     KernelConstruction,
@@ -61,10 +75,8 @@ def drop_terms(base: np.ndarray, masked: np.ndarray) -> np.ndarray:
     return np.maximum(0.0, base - masked) / np.where(base > 0, base, 1.0)
 
 
-def increase_terms(base: np.ndarray, masked: np.ndarray) -> np.ndarray:
-    """Per-image Average Increase terms ``1[Y < O]`` as float; NaN where Y or O is NaN."""
-    base, masked = np.asarray(base, dtype=np.float64), np.asarray(masked, dtype=np.float64)
-    return np.where(np.isnan(base) | np.isnan(masked), np.nan, (base < masked).astype(np.float64))
+increase_terms = increase_indicator
+"""Per-image Average Increase terms ``1[Y < O]`` as float (NaN where Y or O is), near ties by ``rule``."""
 
 
 def gain_terms(base: np.ndarray, masked: np.ndarray) -> np.ndarray:
@@ -186,6 +198,8 @@ def recognition_scores(
     blur_sigma: float = 5.0,
     blur_construction: KernelConstruction = "rise",
     max_batch: int = 1024,
+    ai_tolerance: float = DEFAULT_TIE_TOLERANCE,
+    ai_rule: TieRule = "strict",
     curves: bool = True,
     cache: StartCache | None = None,
     ids: Sequence[Hashable] | None = None,
@@ -211,17 +225,20 @@ def recognition_scores(
         blur_sigma: insertion blur sigma.
         blur_construction: ``rise`` or ``sampled`` (:func:`~salbench.metrics.perturbation.gaussian_kernel`).
         max_batch: most rows per forward pass.
+        ai_tolerance: relative difference of O and Y below which they are a near tie.
+        ai_rule: ``strict`` (the study's float comparison) or ``tolerant`` (a near tie is no increase).
         curves: also return the curves.
         cache: :class:`StartCache` shared across methods of the same images; needs ``ids``.
         ids: (N,) hashable image ids for the cache.
         counter: optional :class:`~salbench.metrics.engine.ForwardCounter` of model work.
 
     Returns:
-        float64 arrays: ``base_prob`` (Y used), ``masked_prob`` (O), ``average_drop``, ``average_increase``,
-        ``average_gain``, ``insertion``, ``deletion`` (N,); ``insertion_curve``, ``deletion_curve``
-        (N, n_steps+1) when ``curves``; ``skipped`` (N,) bool.
+        float64 arrays: ``base_prob`` (Y used), ``masked_prob`` (O), ``increase_tie`` (1: O, Y near tie),
+        ``average_drop``, ``average_increase``, ``average_gain``, ``insertion``, ``deletion`` (N,);
+        ``insertion_curve``, ``deletion_curve`` (N, n_steps+1) when ``curves``; ``skipped`` (N,) bool.
     """
     _validate(images, maps, targets, substrate)
+    check_tie_rule(ai_tolerance, ai_rule, ("ai_tolerance", "ai_rule"))
     if cache is not None and (ids is None or len(ids) != images.shape[0]):
         raise ConfigError("ids: one id per image is required when a cache is given")
     n, _, h, w = images.shape
@@ -248,7 +265,7 @@ def recognition_scores(
     out = _assemble(probs[3 * n_todo :], starts, valid.cpu().numpy(), steps)
     base = starts[:, 0] if base_probs is None else _as_numpy(base_probs, n, "base_probs")
     base = np.where(out["skipped"], np.nan, base)
-    out.update(_terms(base, out.pop("masked"), out))
+    out.update(_terms(base, out.pop("masked"), out, (ai_tolerance, ai_rule)))
     if not curves:
         del out["insertion_curve"], out["deletion_curve"]
     if not valid.all():
@@ -290,12 +307,13 @@ def _assemble(probs: np.ndarray, starts: np.ndarray, valid: np.ndarray, steps: i
     return {"masked": masked, "deletion_curve": deletion, "insertion_curve": insertion, "skipped": ~valid}
 
 
-def _terms(base: np.ndarray, masked: np.ndarray, out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _terms(base: np.ndarray, masked: np.ndarray, out: Mapping[str, np.ndarray], tie: tuple) -> Scores:
     return {
         "base_prob": base,
         "masked_prob": masked,
+        "increase_tie": near_ties(base, masked, tie[0]),
         "average_drop": drop_terms(base, masked),
-        "average_increase": increase_terms(base, masked),
+        "average_increase": increase_terms(base, masked, *tie),
         "average_gain": gain_terms(base, masked),
         "insertion": auc(out["insertion_curve"]),
         "deletion": auc(out["deletion_curve"]),
@@ -304,7 +322,8 @@ def _terms(base: np.ndarray, masked: np.ndarray, out: Mapping[str, np.ndarray]) 
 
 @dataclasses.dataclass(frozen=True)
 class RecognitionParams(MetricParams):
-    """Settings of :func:`recognition_scores` shared by the five recognition metrics (acml2024 defaults)."""
+    """Settings of :func:`recognition_scores` shared by the five recognition metrics (acml2024 defaults;
+    the reference protocol decides AI's near ties with ``ai_rule: tolerant``)."""
 
     step: int | None = None
     substrate: Substrate = "zero"
@@ -312,6 +331,8 @@ class RecognitionParams(MetricParams):
     blur_sigma: float = 5.0
     blur_construction: KernelConstruction = "rise"
     max_batch: int = 1024
+    ai_tolerance: float = DEFAULT_TIE_TOLERANCE
+    ai_rule: TieRule = "strict"
 
     def as_kwargs(self) -> dict[str, Any]:
         """The fields as keyword arguments of :func:`recognition_scores` (same names)."""
@@ -344,8 +365,9 @@ RECOGNITION = register(
         RecognitionParams,
         _recognition,
         accepts=("base_probs", "cache", "ids", "counter"),
-        aux=("base_prob", "masked_prob"),
+        aux=("base_prob", "masked_prob", "increase_tie"),
         arrays={"insertion": "insertion_curve", "deletion": "deletion_curve"},
+        ties={"average_increase": "increase_tie"},
     ),
     MetricDef(
         "average_drop",

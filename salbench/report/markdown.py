@@ -47,7 +47,7 @@ from salbench.report.published import (
     load_published,
     published_as_results,
 )
-from salbench.report.render import to_csv, to_latex, to_markdown
+from salbench.report.render import CI_NOTE, to_ci_csv, to_csv, to_latex, to_markdown
 from salbench.report.results import (
     RunKey,
     presented,
@@ -55,7 +55,9 @@ from salbench.report.results import (
     run_keys,
     select_run,
 )
+from salbench.report.significance import significance_section
 from salbench.report.tables import TITLES, Table, augmented_ids, build_tables
+from salbench.stats import DEFAULT_BOOTSTRAP, Bootstrap
 from salbench.store.outputs import write_csv, write_text
 from salbench.store.results import read_results
 
@@ -157,6 +159,8 @@ def _summary(key: RunKey, rows: pd.DataFrame, tables: dict[str, Table | None], c
 
 def _write_table(table: Table, folder: Path) -> list[str]:
     write_text(folder / f"{table.name}.csv", to_csv(table))
+    if table.has_intervals:
+        write_text(folder / f"{table.name}_ci.csv", to_ci_csv(table))
     write_text(folder / f"{table.name}.md", to_markdown(table))
     write_text(folder / f"{table.name}.tex", to_latex(table))
     return [to_markdown(table)]
@@ -170,9 +174,12 @@ def _tables_section(tables: dict[str, Table | None], out: Path, sub: str) -> lis
             lines += [f"{NOT_COMPUTED}: `results.csv` has no rows for this table.", ""]
             continue
         lines += _write_table(table, out / "tables" / sub)
-        lines += [f"*Notes:* {'; '.join(table.notes)}." if table.notes else "", ""]
+        notes = (*table.notes, CI_NOTE) if table.has_intervals else table.notes
+        lines += [f"*Notes:* {'; '.join(notes)}." if notes else "", ""]
         rel = "/".join(p for p in ("tables", sub, table.name) if p)
-        lines += [f"Files: [CSV]({rel}.csv), [Markdown]({rel}.md), [LaTeX]({rel}.tex)", ""]
+        files = f"Files: [CSV]({rel}.csv), [Markdown]({rel}.md), [LaTeX]({rel}.tex)"
+        files += f", [CSV with intervals]({rel}_ci.csv)" if table.has_intervals else ""
+        lines += [files, ""]
     return lines
 
 
@@ -312,6 +319,7 @@ def build_report(
     figure1_inputs: Mapping[str, Figure1Inputs] | None = None,
     thresholds: ClaimThresholds = DEFAULT_THRESHOLDS,
     published_csv: str | Path = PUBLISHED_CSV,
+    intervals: Bootstrap = DEFAULT_BOOTSTRAP,
 ) -> Path:
     """Write ``tables/``, ``figures/`` and ``REPORT.md`` under ``out_dir``; return the REPORT.md path.
 
@@ -320,11 +328,13 @@ def build_report(
         out_dir: report folder (created).
         extra: provenance shown verbatim: configuration, manifests, versions, timings, ...
         per_image: per-image recognition rows (``model, label_set, method, image_id, base_prob,
-            average_drop, average_gain, insertion, deletion``) for Figure 2 and the Figure 1 picks.
+            average_drop, average_gain, insertion, deletion``) for Figure 2, the Figure 1 picks and
+            the paired comparisons of methods (every label set given).
         curves: mean insertion/deletion curves (``model, method, curve, fraction, value``).
         figure1_inputs: model id -> images, maps and picks of Figure 1.
         thresholds: the claims' thresholds.
         published_csv: the published tables (``configs/acml2024_tables.csv``).
+        intervals: bootstrap settings of the paired comparisons (the run's ``run.ci_*``).
 
     Raises:
         DataError: unreadable or malformed ``results.csv`` / per-image data.
@@ -360,6 +370,8 @@ def build_report(
         fig1 = (figure1_inputs or {}).get(key.model)
         lines += [f"## {key.describe()}", "", "### Configuration", "", *_configuration(key, rows), ""]
         lines += _tables_section(tables, out, sub)
+        model_rows = _for_model(per_image, key.model, label_set=None)
+        lines += significance_section(model_rows, rows, out, sub, intervals)
         lines += _published_section(key, tables, out, sub, Path(published_csv))
         lines += _figures_section(key, rows, out, sub, per_image, curves, fig1)
         lines += _claims_section(rows, thresholds, reference)

@@ -1,8 +1,10 @@
 """Render a :class:`~salbench.report.tables.Table` as CSV, Markdown or LaTeX (booktabs).
 
 All three print the same rounded numbers; Markdown and LaTeX mark the best value of each column in
-bold (direction from ``higher_is_better``, bars already flipped) and show missing values as ``n/a``
-resp. ``--``; the CSV leaves them empty.
+bold (direction from ``higher_is_better``, bars already flipped), follow a value with its bootstrap
+interval ``[low, high]`` where it has one, and show missing values as ``n/a`` resp. ``--``; the CSV
+leaves them empty and keeps one number per cell (the published tables' layout), the intervals go to a
+second CSV (:func:`to_ci_csv`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import math
 
 from salbench.report.tables import Table
 
@@ -39,6 +42,27 @@ def to_csv(table: Table) -> str:
     return buf.getvalue()
 
 
+def to_ci_csv(table: Table) -> str:
+    """CSV text of the numbers with their intervals: each column ``KEY`` followed by ``KEY_ci_low`` and
+    ``KEY_ci_high`` (presented units, rounded as printed; empty where there is no interval)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(
+        [*table.ids, *(f"{c.key}{s}" for c in table.columns for s in ("", "_ci_low", "_ci_high"))]
+    )
+    for i, row in table.rows.iterrows():
+        cells = []
+        for c in table.columns:
+            ends = table.interval(i, c) or (math.nan, math.nan)
+            cells += [c.format(row[c.key]), c.format(ends[0]), c.format(ends[1])]
+        writer.writerow([*(row[k] for k in table.ids), *cells])
+    return buf.getvalue()
+
+
+CI_NOTE = "[low, high]: percentile bootstrap interval of the mean over images (level: results.csv ci_level)"
+"""The note under a table whose cells show intervals."""
+
+
 def _display_cells(table: Table) -> list[list[str]]:
     """Identifier cells per row, the first one blanked where it repeats the row above (row groups)."""
     out = []
@@ -60,7 +84,12 @@ def _number_cells(table: Table, missing: str, bold: str) -> list[list[str]]:
         cells = []
         for c in table.columns:
             text = c.format(row[c.key])
-            cells.append(missing if not text else (bold.format(text) if best.at[i, c.key] else text))
+            if not text:
+                cells.append(missing)
+                continue
+            text = bold.format(text) if best.at[i, c.key] else text
+            ends = table.interval(i, c)
+            cells.append(text if ends is None else f"{text} [{c.format(ends[0])}, {c.format(ends[1])}]")
         out.append(cells)
     return out
 

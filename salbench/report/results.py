@@ -81,6 +81,7 @@ def presented(
     label_set: str,
     augmentation: str = NO_AUGMENTATION,
     variant: str | None = "none",
+    field: str = "value",
 ) -> pd.DataFrame:
     """Method x column frame of presented values (x100, bars) for one slice of the results.
 
@@ -90,6 +91,8 @@ def presented(
         label_set: target label set.
         augmentation: ``none`` or an augmentation id.
         variant: the variant; None averages over every variant of ``augmentation`` (Table 4).
+        field: the ``results.csv`` column presented (``value``, ``ci_low``, ``ci_high``); an interval's
+            end is presented as a value is, so a bar's ``ci_low`` becomes the upper end.
 
     Returns:
         Float frame indexed by method id (unordered), one column per key; NaN where missing.
@@ -101,12 +104,34 @@ def presented(
     rows = rows[rows["metric"].isin(list(by_metric))]
     if rows.empty:
         return pd.DataFrame({k: pd.Series(dtype=float) for k in keys}, index=pd.Index([], name="method"))
-    wide = rows.pivot_table(index="method", columns="metric", values="value", aggfunc="mean", dropna=False)
+    wide = rows.pivot_table(index="method", columns="metric", values=field, aggfunc="mean", dropna=False)
     out = pd.DataFrame(index=pd.Index(wide.index.astype(str), name="method"))
     for metric, key in by_metric.items():
         raw = wide[metric] if metric in wide.columns else pd.Series(np.nan, index=wide.index)
         out[key] = [COLUMNS[key].present(float(v)) for v in raw.to_numpy()]
     return out[list(keys)]
+
+
+def presented_intervals(
+    frame: pd.DataFrame,
+    keys: Sequence[str],
+    label_set: str,
+    augmentation: str = NO_AUGMENTATION,
+    variant: str = "none",
+) -> pd.DataFrame:
+    """Method x ``<key>_ci_low, <key>_ci_high`` frame: each value's bootstrap interval in presented
+    units (a bar flips the ends, so low <= high stays true); NaN where the row has no interval.
+
+    Only one variant at a time: the mean over variants of Table 4 has no interval of its own.
+    """
+    if not {"ci_low", "ci_high"} <= set(frame.columns):
+        frame = frame.assign(ci_low=np.nan, ci_high=np.nan)
+    ends = [presented(frame, keys, label_set, augmentation, variant, f) for f in ("ci_low", "ci_high")]
+    out = pd.DataFrame(index=ends[0].index)
+    for key in keys:
+        out[f"{key}_ci_low"] = np.fmin(ends[0][key], ends[1][key])
+        out[f"{key}_ci_high"] = np.fmax(ends[0][key], ends[1][key])
+    return out
 
 
 def variant_counts(

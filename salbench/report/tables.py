@@ -30,7 +30,13 @@ from salbench.report.presentation import (
     method_order,
     natural_key,
 )
-from salbench.report.results import families, presented, presented_higher_is_better, variant_counts
+from salbench.report.results import (
+    families,
+    presented,
+    presented_higher_is_better,
+    presented_intervals,
+    variant_counts,
+)
 
 _METHOD_IDS = ("family", "method", "label")
 TITLES = {
@@ -83,7 +89,8 @@ class Table:
     Attributes:
         name: file stem (``table1``, ...).
         title: caption.
-        rows: identifier columns, then one float column per :class:`Column` key (unrounded).
+        rows: identifier columns, then one float column per :class:`Column` key (unrounded), and where
+            the value has a bootstrap interval ``<key>_ci_low`` / ``<key>_ci_high`` (presented units).
         columns: the numeric columns.
         ids: identifier columns written to the CSV.
         display: ``(identifier column, header)`` pairs shown in Markdown/LaTeX; repeats of the first
@@ -100,6 +107,19 @@ class Table:
     display: tuple[tuple[str, str], ...] = _METHOD_DISPLAY
     best_within: str | None = None
     notes: tuple[str, ...] = ()
+
+    @property
+    def has_intervals(self) -> bool:
+        """Whether any cell has a bootstrap interval."""
+        return any(self.interval(i, c) is not None for i in self.rows.index for c in self.columns)
+
+    def interval(self, i: object, column: Column) -> tuple[float, float] | None:
+        """The presented interval of row ``i``'s ``column``, None where it has none."""
+        low, high = f"{column.key}_ci_low", f"{column.key}_ci_high"
+        if low not in self.rows or high not in self.rows:
+            return None
+        ends = float(self.rows.at[i, low]), float(self.rows.at[i, high])
+        return ends if all(math.isfinite(e) for e in ends) else None
 
     def shown(self) -> pd.DataFrame:
         """The numeric columns rounded as printed (best values are chosen on these)."""
@@ -159,8 +179,15 @@ def _method_rows(data: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([ids, data.loc[order].reset_index(drop=True)], axis=1)
 
 
+def _with_intervals(
+    frame: pd.DataFrame, data: pd.DataFrame, keys: Sequence[str], *where: str
+) -> pd.DataFrame:
+    """``data`` (method x key) joined with the keys' intervals of the same slice of the results."""
+    return data.join(presented_intervals(frame, keys, *where))
+
+
 def _single(frame: pd.DataFrame, name: str, keys: Sequence[str], notes: tuple[str, ...]) -> Table | None:
-    data = presented(frame, keys, "groundtruth")
+    data = _with_intervals(frame, presented(frame, keys, "groundtruth"), keys, "groundtruth")
     rows = _method_rows(data, frame)
     if rows.empty:
         return None
@@ -187,7 +214,7 @@ def supplement(frame: pd.DataFrame) -> Table | None:
     keys = [k for k in SUPPLEMENT_KEYS if data[k].notna().any()]
     if not keys:
         return None
-    rows = _method_rows(data[keys], frame)
+    rows = _method_rows(_with_intervals(frame, data[keys], keys, "groundtruth"), frame)
     notes = (
         "computed, not in the paper's tables; EPG, SPG, LE, OM and mask scores in %; "
         "LE, OM and the completeness gap: lower is better",
@@ -213,6 +240,7 @@ def table2(frame: pd.DataFrame) -> Table | None:
     for ls in LABEL_SETS:
         data = presented(frame, RECOGNITION_KEYS, ls)
         if data.notna().any().any():
+            data = _with_intervals(frame, data, RECOGNITION_KEYS, ls)
             parts.append((ls, LABEL_SET_SHORT[ls], LABEL_SET_LONG[ls], data))
         else:
             missing.append(LABEL_SET_LONG[ls].lower())
@@ -264,7 +292,9 @@ def table4_variants(frame: pd.DataFrame) -> Table | None:
     for aug in augmented_ids(frame):
         rows = frame[(frame["label_set"] == "groundtruth") & (frame["augmentation"] == aug)]
         for variant in sorted(set(rows["variant"]), key=natural_key):
-            block = _method_rows(presented(frame, RECOGNITION_KEYS, "groundtruth", aug, variant), frame)
+            data = presented(frame, RECOGNITION_KEYS, "groundtruth", aug, variant)
+            data = _with_intervals(frame, data, RECOGNITION_KEYS, "groundtruth", aug, variant)
+            block = _method_rows(data, frame)
             block.insert(0, "variant", variant)
             block.insert(0, "augmentation", aug)
             block.insert(0, "setting", f"{augmentation_label(aug)} {variant}".strip())

@@ -22,6 +22,7 @@ from salbench.progress import progress as progress_bar
 from salbench.scoped import model_mode
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.workspace import Workspace, open_workspace
+from salbench.stats import Bootstrap, summarise_mean
 from salbench.store.outputs import digest, write_csv, write_json, write_run_record
 from salbench.store.results import upsert_results
 
@@ -143,14 +144,16 @@ def run_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
 
 def accuracy_rows(ws: Workspace, frame: pd.DataFrame) -> list[dict]:
     """``results.csv`` rows of the classifier itself (method ``model``): top-1 accuracy on the explained
-    images and chance (1 / classes), so the report can say how good the explained model is."""
+    images (with its bootstrap interval) and chance (1 / classes), so the report can say how good the
+    explained model is."""
     base = {"model": ws.cfg.model.name, "dataset": ws.data.name, "label_set": "groundtruth"}
     base |= {"method": "model", "family": "Reference", "augmentation": ws.augmentation, "variant": ws.variant}
     base |= {"level": 0, "n_images": len(frame), "n_skipped": 0, "protocol": ws.cfg.run.protocol}
     base |= {"checkpoint": ws.checkpoint_id, "inputs": digest({"model": ws.model_id, "images": ws.images_id})}
-    accuracy = float(frame["correct"].mean()) if len(frame) else float("nan")
+    accuracy = summarise_mean(frame["correct"].astype(float), Bootstrap.from_run(ws.cfg.run)).columns()
+    spread = {k: accuracy[k] for k in ("value", "std", "ci_low", "ci_high", "ci_level")}
     return [
-        {**base, "metric": "top1_accuracy", "value": accuracy, "higher_is_better": True},
+        {**base, "metric": "top1_accuracy", **spread, "higher_is_better": True},
         {
             **base,
             "metric": "chance_accuracy",

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import time
 from collections import defaultdict
@@ -28,12 +29,12 @@ import torch
 from salbench.data.sources import load_boxes, load_mask
 from salbench.errors import DataError
 from salbench.metrics import METRICS
-from salbench.metrics.base import finite_mean
 from salbench.progress import bar, counting_passes
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
 from salbench.stages.kinds import KINDS, Kind, compute_kind, make_state
 from salbench.stages.workspace import Workspace, open_workspace
+from salbench.stats import Bootstrap, summarise_means
 from salbench.store.maps import MapStore
 from salbench.store.outputs import atomic_path, digest, file_lock, write_csv, write_json, write_run_record
 from salbench.store.results import read_results, upsert_results
@@ -225,12 +226,17 @@ def summary_rows(
     family: str = "unknown",
 ) -> list[dict]:
     """Tidy results rows of ``kind``'s summarised columns: mean over the finite per-image values,
-    ``n_images`` of them, ``n_skipped`` the others; the direction of the column's metric."""
+    ``n_images`` of them, ``n_skipped`` the others, their ``std`` and the bootstrap interval of the mean
+    (:mod:`salbench.stats`, settings ``run.ci_*``); ``n_ties``: near ties of an indicator metric among
+    the averaged images; the direction of the column's metric."""
+    columns = [c for c in kind.columns if c in frame]
+    values = [pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64) for c in columns]
+    summaries = summarise_means(values, Bootstrap.from_run(ws.cfg.run))
     rows = []
-    for col, metric in kind.columns.items():
-        if col not in frame:
-            continue
-        value, n, n_other = finite_mean(pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64))
+    for col, v, summary in zip(columns, values, summaries):
+        metric, tie = kind.columns[col], kind.ties.get(col, "")
+        flags = pd.to_numeric(frame[tie], errors="coerce").to_numpy() if tie in frame else None
+        ties = math.nan if flags is None else float((flags[np.isfinite(v)] == 1).sum())
         rows.append(
             {
                 "model": ws.cfg.model.name,
@@ -242,12 +248,11 @@ def summary_rows(
                 "variant": variant,
                 "level": 0,
                 "metric": col,
-                "value": value,
-                "n_images": n,
-                "n_skipped": n_other,
+                **summary.columns(),
                 "higher_is_better": METRICS.get(metric).higher_is_better,
                 "protocol": ws.cfg.run.protocol,
                 "checkpoint": ws.checkpoint_id,
+                "n_ties": ties,
             }
         )
     return rows
@@ -303,6 +308,7 @@ def evaluate(
                     ws, kind, label_set, {m: stores[m] for m in pending}, targets, progress
                 )
                 extra = {"kind": kind.name, "seconds_per_method": seconds, "n_images": len(ws.images)}
+                extra["intervals"] = Bootstrap.from_run(ws.cfg.run).describe()
                 extra |= {"inputs": {m: keys[m] for m in pending}, **ws.describe()}
                 manifest = f"{kind.name}_manifest.json"
                 write_run_record(folder, ws.cfg, ws.runtime, f"evaluation:{kind.name}", extra, manifest)

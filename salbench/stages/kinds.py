@@ -67,6 +67,11 @@ class Kind:
                     out[f"{m}{r.suffix}"] = m
         return out
 
+    @property
+    def ties(self) -> dict[str, str]:
+        """Indicator columns -> their per-image near-tie column (``iic_black`` -> ``iic_tie_black``)."""
+        return {f"{m}{r.suffix}": f"{t}{r.suffix}" for r in self.runs for m, t in r.group.ties.items()}
+
     def accepts(self, name: str) -> bool:
         """Whether one of its groups reads the :class:`MetricInputs` field ``name``."""
         return any(name in r.group.accepts for r in self.runs)

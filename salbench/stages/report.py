@@ -31,6 +31,7 @@ from salbench.report import build_report
 from salbench.report.figures import PER_IMAGE_COLUMNS, Figure1Inputs, pick_best_worst
 from salbench.report.presentation import paper_methods
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
+from salbench.stats import Bootstrap
 from salbench.store.layout import RunLayout
 from salbench.store.outputs import write_run_record
 from salbench.store.results import read_results
@@ -220,7 +221,7 @@ def run_report(
     """Build ``out/REPORT.md`` (tables, figures, claims) from ``results`` and the run's files; its path."""
     layout = RunLayout.from_config(cfg)
     models = sorted(set(read_results(results, missing_ok=False)["model"]))
-    per_image = load_per_image(layout.root, models)
+    per_image = load_per_image(layout.root, models, cfg.run.label_sets)
     fig1 = load_figure1_inputs(cfg, per_image, methods=figure1_methods) if figure1 else None
     path = build_report(
         results,
@@ -229,6 +230,7 @@ def run_report(
         per_image=per_image,
         curves=load_curves(layout.root, models),
         figure1_inputs=None if fig1 is None else {cfg.model.name: fig1},
+        intervals=Bootstrap.from_run(cfg.run),
     )
     write_run_record(out, cfg, None, "report", extra={"results": str(results)})
     return path

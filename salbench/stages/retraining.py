@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +50,7 @@ from salbench.runtime import barrier, distributed, rank_zero_first, setup_runtim
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.workspace import MethodExplainer, Workspace, fresh_model, open_workspace
 from salbench.store.outputs import atomic_path, digest, write_csv, write_run_record
-from salbench.store.results import read_results, upsert_results
+from salbench.store.results import UNCERTAINTY_COLUMNS, read_results, upsert_results
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,7 @@ def result_rows(
         "inputs": "unknown",
         **(provenance or {}),
     }
+    base |= dict.fromkeys(UNCERTAINTY_COLUMNS, math.nan)  # accuracies of re-trained models: no interval
     rows = [
         {
             **base,

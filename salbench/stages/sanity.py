@@ -48,6 +48,7 @@ from salbench.scoped import seeded_global_rng
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
 from salbench.stages.workspace import MethodExplainer, Workspace, fresh_model, open_workspace
+from salbench.stats import Bootstrap, summarise_means
 from salbench.store.outputs import atomic_path, write_csv, write_run_record
 from salbench.store.results import read_results, upsert_results
 
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 VARIANTS = ("cascading", "independent", "data")
 DEFAULT_METHODS = ("fakecam", "edge", "random", "gradient", "gradcam", "integrated_gradients", "rise")
 CONTROL_FAMILIES = ("Uninformed", "Control")
+SPREAD = ("std", "ci_low", "ci_high", "ci_level")
+"""Columns of a mean's spread carried from the summary into ``results.csv``."""
 DEFAULT_LIMIT = 16
 QUICK_EPOCHS = 2
 
@@ -160,12 +163,17 @@ def compare_methods(
     return {k: pd.concat(v, ignore_index=True) for k, v in parts.items()}
 
 
-def summarise(per_image: pd.DataFrame) -> pd.DataFrame:
-    """Per variant: ``variant, level, n_images`` and the mean of each of :data:`METRIC_IDS`."""
+def summarise(per_image: pd.DataFrame, intervals: Bootstrap | None = None) -> pd.DataFrame:
+    """Per variant: ``variant, level, n_images`` and the mean of each of :data:`METRIC_IDS`; with
+    ``intervals`` also ``<metric>_std``, ``_ci_low``, ``_ci_high``, ``_ci_level`` (:mod:`salbench.stats`)."""
     grouped = per_image.groupby("variant", sort=False)
     out = grouped[list(METRIC_IDS)].mean()
     out.insert(0, "n_images", grouped.size())
     out.insert(0, "level", grouped["level"].first())
+    for m in METRIC_IDS if intervals is not None else ():
+        spread = [s.columns() for s in summarise_means([g[m] for _, g in grouped], intervals)]
+        for column in SPREAD:
+            out[f"{m}_{column}"] = [s[column] for s in spread]
     return out.reset_index()
 
 
@@ -200,9 +208,11 @@ def result_rows(
     base = {"model": ws.cfg.model.name, "dataset": ws.data.name, "label_set": label_set, "method": method}
     base |= {"family": flags["family"], "augmentation": ws.augmentation, "higher_is_better": False}
     base |= {"protocol": ws.cfg.run.protocol, "n_skipped": 0, "checkpoint": ws.checkpoint_id}
-    values = [
-        (r.variant, int(r.level), m, float(getattr(r, m)), int(r.n_images))
-        for r in summary.itertuples()
+    keys = ("variant", "level", "metric", "value", "n_images")
+    rows = [
+        {**base, **dict(zip(keys, (r["variant"], int(r["level"]), m, float(r[m]), int(r["n_images"]))))}
+        | {c: float(r[f"{m}_{c}"]) for c in SPREAD if f"{m}_{c}" in r}
+        for r in summary.to_dict("records")
         for m in METRIC_IDS
     ]
     by_variant = summary.set_index("variant")
@@ -214,9 +224,9 @@ def result_rows(
     for variant, metric, value in judged:
         if value is not None:
             row = by_variant.loc[variant]
-            values.append((variant, int(row["level"]), metric, float(value), int(row["n_images"])))
-    keys = ("variant", "level", "metric", "value", "n_images")
-    return [{**base, **dict(zip(keys, v))} for v in values]
+            values = (variant, int(row["level"]), metric, float(value), int(row["n_images"]))
+            rows.append({**base, **dict(zip(keys, values))})
+    return rows
 
 
 def cascade_figure(
@@ -283,7 +293,7 @@ def _check_label_set(
     for store_id, e in explainers.items():
         per_image = _complete_rows(_per_method_csv(ws, label_set, store_id), ids)
         per_image = per_image[per_image["variant"].isin(expected)]
-        summaries[store_id] = summarise(per_image)
+        summaries[store_id] = summarise(per_image, Bootstrap.from_run(ws.cfg.run))
         flags.append(flag_row(store_id, e.cls.family, summaries[store_id], deepest, settings))
         rows += result_rows(ws, label_set, store_id, summaries[store_id], flags[-1], deepest)
     return summaries, flags, rows

@@ -7,13 +7,18 @@ to present it without asking any other part of the package: the method's ``famil
 variant (1 = output layer; 0 where no level applies), ``n_images`` averaged, ``n_skipped`` and the
 metric's ``higher_is_better``, and what produced it: ``checkpoint``, the first 12 hex digits of the
 SHA-256 of the model's weights, and ``inputs``, the digest of everything that decided the value (maps,
-images, model, parameters, protocol), recorded beside the per-image files. Stages upsert their rows: a
-rerun replaces its own rows and keeps everyone else's. Files written before a column existed are read
-with its :data:`DEFAULTS` value.
+images, model, parameters, protocol), recorded beside the per-image files. A value that is a mean over
+images also carries the standard deviation of its per-image values (``std``) and a bootstrap interval of
+the mean (``ci_low``, ``ci_high`` at ``ci_level``; :mod:`salbench.stats`), and an indicator metric
+(average increase, IIC) the count of images whose two probabilities were within its tie tolerance
+(``n_ties``); these are empty where they do not apply (accuracies of a re-trained model, published
+numbers). Stages upsert their rows: a rerun replaces its own rows and keeps everyone else's. Files
+written before a column existed are read with its :data:`DEFAULTS` value.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,11 @@ RESULT_COLUMNS = [
     "protocol",
     "checkpoint",
     "inputs",
+    "std",
+    "ci_low",
+    "ci_high",
+    "ci_level",
+    "n_ties",
 ]
 KEY_COLUMNS = ["model", "dataset", "label_set", "method", "augmentation", "variant", "metric", "protocol"]
 DEFAULTS = {
@@ -50,8 +60,15 @@ DEFAULTS = {
     "variant": "none",
     "checkpoint": "unknown",
     "inputs": "unknown",
+    "std": math.nan,
+    "ci_low": math.nan,
+    "ci_high": math.nan,
+    "ci_level": math.nan,
+    "n_ties": math.nan,
 }
 """Values of columns an older or hand-written file may lack (or leave empty)."""
+UNCERTAINTY_COLUMNS = ("std", "ci_low", "ci_high", "ci_level", "n_ties")
+"""Optional numbers: NaN (an empty cell) where they do not apply."""
 NO_VARIANT = "none"
 """``variant`` of a row that is no variant of anything (un-augmented images, a mean over the ROAR
 fractions): a word, so a bare ``pd.read_csv`` reads no NaN (files that left it empty read as this)."""
@@ -107,9 +124,10 @@ def read_results(path: str | Path, missing_ok: bool = True) -> pd.DataFrame:
         missing_ok: a missing file is an empty table (else a :class:`DataError`).
 
     Returns:
-        Columns :data:`RESULT_COLUMNS`: ``value`` float, ``n_images``/``n_skipped``/``level`` int,
-        ``higher_is_better`` True/False/None, text columns stripped (defaults of :data:`DEFAULTS` where
-        absent or empty), earlier metric ids renamed (:data:`METRIC_ALIASES`).
+        Columns :data:`RESULT_COLUMNS`: ``value`` and :data:`UNCERTAINTY_COLUMNS` float (NaN where
+        empty), ``n_images``/``n_skipped``/``level`` int, ``higher_is_better`` True/False/None, text
+        columns stripped (defaults of :data:`DEFAULTS` where absent or empty), earlier metric ids
+        renamed (:data:`METRIC_ALIASES`).
 
     Raises:
         DataError: unreadable file, a missing required column, a malformed value or two rows for the
@@ -135,7 +153,8 @@ def read_results(path: str | Path, missing_ok: bool = True) -> pd.DataFrame:
         frame[column] = frame[column].astype(str).str.strip()
         if column in DEFAULTS:
             frame[column] = frame[column].where(frame[column] != "", str(DEFAULTS[column]))
-    frame["value"] = _numbers(frame, "value", path)
+    for column in ("value", *UNCERTAINTY_COLUMNS):
+        frame[column] = _numbers(frame, column, path)
     for column in ("n_images", "n_skipped", "level"):
         frame[column] = _numbers(frame, column, path, integer=True)
     frame["higher_is_better"] = _booleans(frame, path)
@@ -172,5 +191,6 @@ def _upsert(path: Path, new: pd.DataFrame) -> pd.DataFrame:
     else:
         merged = new
     merged = merged.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+    merged["n_ties"] = pd.to_numeric(merged["n_ties"]).round().astype("Int64")  # a count, "" where none
     write_csv(path, merged)
     return merged
