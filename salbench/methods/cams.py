@@ -1,7 +1,12 @@
 """CAM-family saliency methods, wrapping pytorch-grad-cam 1.5.7 (``pytorch_grad_cam``).
 
-Every method reads ``context.target_layer`` (``layer4[-1]`` for ResNets, ``features[-1]`` for VGGs) and
-explains the target class **logit** through :class:`ClassifierOutputTarget`.
+Every method reads ``context.target_layer`` (``layer4[-1]`` for ResNets, ``features[-1]`` for VGGs; the
+rules per architecture live in :mod:`salbench.models.layers`) and explains the target class **logit**
+through :class:`ClassifierOutputTarget`. Transformer layers reach the library as a ``(N, C, h, w)`` grid
+through its ``reshape_transform`` (:meth:`salbench.models.layers.FeatureLayout.to_grid`: ViT/DeiT tokens
+without the class/distillation tokens, Swin's channels-last maps permuted), for every method; a layer
+whose output has no spatial grid gives a one-line :class:`ConfigError` naming the method and the
+architecture. Ablation-CAM ablates channels of such layers as the library's ``AblationLayerVit`` does.
 
 What the library does, and therefore what is not done again here (``BaseCAM.forward`` ->
 ``compute_cam_per_layer`` -> ``aggregate_multi_layers``):
@@ -31,8 +36,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import numpy as np
@@ -46,7 +52,7 @@ from pytorch_grad_cam import (
     ScoreCAM,
     XGradCAM,
 )
-from pytorch_grad_cam.ablation_layer import AblationLayer
+from pytorch_grad_cam.ablation_layer import AblationLayer, AblationLayerVit
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -55,6 +61,7 @@ from torch import nn
 from salbench.errors import ConfigError, DataError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
 from salbench.methods.gradients import check_batch
+from salbench.models.layers import FeatureLayout, architecture_name, feature_layout
 from salbench.scoped import frozen_parameters, model_mode
 
 logger = logging.getLogger(__name__)
@@ -63,6 +70,9 @@ _NORMALISATION = (
     "pytorch-grad-cam: ReLU, per-image min-max (eps 1e-7) at feature resolution, bilinear cv2.resize to "
     "input size, ReLU + per-image min-max (eps 1e-7) again; non-finite maps set to 0"
 )
+
+Reshape = Callable[[torch.Tensor], torch.Tensor]
+"""pytorch-grad-cam's ``reshape_transform``: a target layer's output (or its gradient) -> (N,C,h,w)."""
 
 
 class _CheckedTarget(ClassifierOutputTarget):
@@ -79,9 +89,31 @@ class _CheckedTarget(ClassifierOutputTarget):
 class _ScoreCAM(ScoreCAM):
     """ScoreCAM whose masked-input batch size is a constructor argument (the library reads an attribute)."""
 
-    def __init__(self, model: nn.Module, target_layers: list[nn.Module], batch_size: int) -> None:
-        super().__init__(model, target_layers)
+    def __init__(
+        self, model: nn.Module, target_layers: list[nn.Module], reshape: Reshape, batch_size: int
+    ) -> None:
+        super().__init__(model, target_layers, reshape_transform=reshape)
         self.batch_size = batch_size
+
+
+class _LayoutAblationLayer(AblationLayerVit):
+    """Ablates channel ``k`` of a ``(N, C, h, w)`` output as :class:`AblationLayer` does, and of a token
+    ``(N, T, C)`` or channels-last ``(N, h, w, C)`` output as :class:`AblationLayerVit` does (channels
+    moved to dim 1 and back; the prefix tokens are ablated with the patches)."""
+
+    def __init__(self, layout: FeatureLayout) -> None:
+        super().__init__()
+        self.layout = layout
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activations.ndim == 4 and not self.layout.channels_last:
+            return AblationLayer.__call__(self, x)
+        return super().__call__(x)
+
+
+def _layer_name(model: nn.Module, layer: nn.Module) -> str:
+    """The dotted name of ``layer`` in ``model`` (for messages)."""
+    return next((repr(name) for name, m in model.named_modules() if m is layer), "(not in the model)")
 
 
 @contextlib.contextmanager
@@ -113,8 +145,8 @@ class LibraryCAM(SaliencyMethod):
     normalisation: ClassVar[str] = _NORMALISATION
     cam_cls: ClassVar[type[BaseCAM]]
 
-    def _build(self, layer: nn.Module) -> BaseCAM:
-        return self.cam_cls(model=self.model, target_layers=[layer])
+    def _build(self, layer: nn.Module, reshape: Reshape, layout: FeatureLayout) -> BaseCAM:
+        return self.cam_cls(model=self.model, target_layers=[layer], reshape_transform=reshape)
 
     def _undo(self, cam: BaseCAM, layer: nn.Module) -> None:
         """Undo any change the library makes to the model's structure (after success or error)."""
@@ -126,9 +158,15 @@ class LibraryCAM(SaliencyMethod):
         check_batch(images, targets)
         layer = self.context.target_layer
         if layer is None:
-            raise ConfigError(f"{self.name} needs a target layer (model.target_layer, e.g. 'layer4[-1]')")
+            raise ConfigError(
+                f"{self.name} does not apply to {architecture_name(self.model)} as configured: it needs a "
+                "target layer (model.target_layer, e.g. 'layer4[-1]')"
+            )
         if len(images) == 0:
             return images.new_zeros((0, *images.shape[2:]), dtype=torch.float32)
+        layout = feature_layout(self.model, layer)
+        # every CAM weights and upsamples a (N,C,h,w) grid: tokens and channels-last outputs are reshaped
+        reshape = functools.partial(layout.to_grid, size=tuple(images.shape[-2:]))
         x = images.detach().clone()
         cam_targets = [_CheckedTarget(int(t)) for t in targets]
         with (
@@ -137,11 +175,16 @@ class LibraryCAM(SaliencyMethod):
             _preserved_grads(self.model),
             torch.enable_grad(),
         ):
-            cam = self._build(layer)
+            cam = self._build(layer, reshape, layout)
             try:
                 if cam.uses_gradients:
                     x.requires_grad_(True)
                 maps = cam(input_tensor=x, targets=cam_targets)
+            except ConfigError as exc:  # raised by the reshape: the layer has no spatial grid
+                raise ConfigError(
+                    f"{self.name} does not apply to {architecture_name(self.model)} at target layer "
+                    f"{_layer_name(self.model, layer)}: {exc}"
+                ) from None
             finally:
                 cam.activations_and_grads.release()
                 self._undo(cam, layer)
@@ -217,8 +260,8 @@ class ScoreCAMMethod(LibraryCAM):
         if self.params.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1 for scorecam, got {self.params.batch_size}")
 
-    def _build(self, layer: nn.Module) -> BaseCAM:
-        return _ScoreCAM(self.model, [layer], batch_size=self.params.batch_size)
+    def _build(self, layer: nn.Module, reshape: Reshape, layout: FeatureLayout) -> BaseCAM:
+        return _ScoreCAM(self.model, [layer], reshape, batch_size=self.params.batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,11 +292,13 @@ class AblationCAMMethod(LibraryCAM):
                 f"ratio_channels_to_ablate must be in (0, 1], got {self.params.ratio_channels_to_ablate}"
             )
 
-    def _build(self, layer: nn.Module) -> BaseCAM:
+    def _build(self, layer: nn.Module, reshape: Reshape, layout: FeatureLayout) -> BaseCAM:
         return AblationCAM(
             self.model,
             [layer],
-            ablation_layer=AblationLayer(),  # fresh: the library's default instance is shared and stateful
+            reshape_transform=reshape,
+            # fresh: the library's default instance is shared and stateful
+            ablation_layer=_LayoutAblationLayer(layout),
             batch_size=self.params.batch_size,
             ratio_channels_to_ablate=self.params.ratio_channels_to_ablate,
         )
