@@ -381,3 +381,125 @@ def test_report_section_names_the_methods_the_run_cannot_tell_apart(tmp_path):
     assert drop["rank"].to_dict() == {"gradcam": 1, "rise": 2, "random": 3}
     text = "\n".join(lines)
     assert "| I | 30 | Grad-CAM (" in text and "| RISE | Random |" in text
+
+
+# ----------------------------------------------------------------------------- claims judged with statistics
+
+_CLAIM3_METRICS = (("average_increase", True), ("average_drop", False), ("average_gain", True))
+
+
+def _claim3_run(
+    effect: float, noise: float, gain_effect: float | None = None, n: int = 16, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-image recognition values of two gradient and two CAM methods and the results rows they give.
+
+    Every method's per-image value is ``base + quality + noise``: the CAM methods' quality is ``effect``
+    above the gradient methods' (negative: the gradients are better; ``gain_effect`` on AG if given).
+    Each results row is the mean of its per-image values with their std, as the evaluation writes it.
+    """
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.3, 0.6, n)
+    ids = [f"img{k:02d}" for k in range(n)]
+    per_image, rows = [], []
+    for method in ("gradient", "integrated_gradients", "gradcam", "scorecam"):
+        cam = method in ("gradcam", "scorecam")
+        values = {"method": method, "label_set": "groundtruth", "image_id": ids}
+        for metric, higher in _CLAIM3_METRICS:
+            gain = metric == "average_gain" and gain_effect is not None
+            quality = (gain_effect if gain else effect) if cam else 0.0
+            v = base + quality + rng.normal(0.0, noise, n)
+            values[metric] = np.clip(v if higher else 1.0 - v, 0.0, 1.0)
+            s = summarise_mean(values[metric])
+            rows.append(
+                _row(
+                    method=method,
+                    metric=metric,
+                    higher_is_better=higher,
+                    value=float(np.mean(values[metric])),
+                )
+                | {"augmentation": "none", "variant": "none", "std": s.std, "n_images": n}
+            )
+        per_image.append(pd.DataFrame(values))
+    return pd.DataFrame(rows), pd.concat(per_image, ignore_index=True)
+
+
+@pytest.mark.parametrize(
+    ("effect", "gain_effect", "verdict"),
+    [(0.3, None, "holds"), (-0.3, None, "does not hold"), (0.3, 0.04, "inconclusive")],
+)
+def test_claims_are_judged_holds_does_not_hold_or_inconclusive(effect, gain_effect, verdict):
+    """Claim 3 (gradients lowest) on 16 images with 5-point per-image noise: a 30-point effect holds in
+    every resample, a reversed one fails in every one; a 4-point effect on AG (the other metrics 30)
+    goes either way over the four gradient/CAM pairs (it holds in 76% of the resamples, far from both
+    cut-offs, 2.5% and 97.5%): the run cannot decide it and says how many images would."""
+    from salbench.report.claims import claim_gradients_lowest, judge_claims
+
+    frame, per_image = _claim3_run(effect, 0.05, gain_effect)
+    settings = Bootstrap(resamples=400, seed=3)
+    judged = judge_claims(frame, per_image, settings)
+    three = judged[2]
+    assert three.claim == claim_gradients_lowest(frame).claim
+    assert three.verdict == verdict
+    assert [c.verdict for i, c in enumerate(judged) if i != 2] == ["not computed in this run"] * 4
+    assert "paired bootstrap over images" in three.test and three.n_images == 16
+    assert three.low <= three.high
+    if verdict == "holds":
+        assert three.support == 1.0 and three.low > 0 and three.n_needed is None
+    elif verdict == "does not hold":
+        assert three.support == 0.0 and three.high < 0
+    else:
+        assert 0.0 < three.support < 1.0 and three.low < 0 < three.high
+        assert three.n_needed is not None and three.n_needed > 16
+        assert f"about {three.n_needed:,} images for a conclusive verdict" in three.statistics()
+    # identical on a rerun (seeded), and the same point verdict as the unjudged claim
+    again = judge_claims(frame, per_image, settings)[2]
+    assert (again.support, again.low, again.high) == (three.support, three.low, three.high)
+    assert three.holds == claim_gradients_lowest(frame).holds
+
+
+def test_claims_section_prints_each_verdict_with_its_statistics():
+    from salbench.report.claims import evaluate_claims, judge_claims
+    from salbench.report.markdown import _claims_section
+
+    frame, per_image = _claim3_run(0.3, 0.05, 0.04)
+    judged = judge_claims(frame, per_image, Bootstrap(resamples=200, seed=3))
+    text = "\n".join(_claims_section(judged, evaluate_claims(frame)))
+    row = next(line for line in text.splitlines() if line.startswith("| 3 |"))
+    assert "**inconclusive**" in row and "images for a conclusive verdict" in row
+    assert "200 resamples (seed 3): paired bootstrap over images" in text
+
+
+def test_judged_claims_on_rows_without_per_image_values_use_each_mean_and_its_std():
+    """Without per-image files every mean is drawn from its normal approximation; a mean with no std
+    (the published numbers) stays fixed, so those verdicts are the point verdicts."""
+    from salbench.report.claims import evaluate_claims, judge_claims
+    from salbench.report.published import load_published, published_as_results
+
+    paper = published_as_results(load_published())
+    fixed = judge_claims(paper, None, Bootstrap(resamples=50))
+    assert [c.verdict for c in fixed] == [c.verdict for c in evaluate_claims(paper)] == ["holds"] * 5
+    assert not any(c.judged for c in fixed)
+    frame, _ = _claim3_run(0.3, 0.05)
+    normal = judge_claims(frame, None, Bootstrap(resamples=100))[2]
+    assert normal.verdict == "holds" and "normal approximation" in normal.test
+
+
+def test_results_view_presents_what_presented_does():
+    """The claims' cached slices equal the pivot of report.results.presented, cell for cell."""
+    from pathlib import Path
+
+    from salbench.report.claims import ResultsView
+    from salbench.report.presentation import RECOGNITION_KEYS
+    from salbench.report.results import presented
+
+    frame = read_results(Path(__file__).parent / "data" / "results_small.csv")
+    view = ResultsView(frame)
+    for keys, label_set, aug, variant in [
+        (RECOGNITION_KEYS, "groundtruth", "none", "none"),
+        (("I", "AG", "D_bar"), "least", "none", "none"),
+        (("MS", "AS", "Complexity", "EC"), "groundtruth", "none", "none"),
+        *[(RECOGNITION_KEYS, "groundtruth", a, None) for a in sorted(set(frame["augmentation"]) - {"none"})],
+    ]:
+        want = presented(frame, keys, label_set, aug, variant)
+        got = view.presented(keys, label_set, aug, variant)
+        pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12, check_names=False)

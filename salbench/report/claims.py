@@ -12,15 +12,19 @@ The paper states the claims qualitatively; the thresholds that make them checkab
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from salbench.report.presentation import COLUMNS, RECOGNITION_KEYS, augmentation_label, method_display
-from salbench.report.results import presented, presented_higher_is_better
+from salbench.report.results import NO_AUGMENTATION, presented_higher_is_better
 from salbench.report.tables import augmented_ids
+from salbench.stats import DEFAULT_BOOTSTRAP, Bootstrap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,16 +55,154 @@ DEFAULT_THRESHOLDS = ClaimThresholds()
 
 @dataclasses.dataclass(frozen=True)
 class ClaimResult:
-    """Outcome of one claim: ``holds`` is None when the run lacks the data to decide."""
+    """Outcome of one claim: ``holds`` is None when the run lacks the data to decide.
+
+    Attributes:
+        claim: the claim with its thresholds, in words.
+        holds: the verdict on the run's means (None: not computed).
+        evidence: the numbers behind it, in words.
+        numbers: the same numbers by name.
+        margin: how far the means are from flipping the verdict, > 0 where it holds (the claim's own
+            units: points, or a coefficient of variation for claim 4); NaN where not computed.
+        support: share of the bootstrap resamples in which the claim holds (NaN: not judged with
+            statistics, :func:`judge_claims`).
+        low, high: bootstrap interval of ``margin`` at ``level``.
+        level: confidence level of the verdict.
+        n_images: images behind the claim's means (the largest count of its rows).
+        n_needed: images a conclusive verdict would need at the observed margin and spread (only for an
+            inconclusive verdict; None when the margin is 0).
+        test: how the verdict was reached, in words.
+    """
 
     claim: str
     holds: bool | None
     evidence: str
     numbers: dict[str, float] = dataclasses.field(default_factory=dict)
+    margin: float = math.nan
+    support: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    level: float = math.nan
+    n_images: int = 0
+    n_needed: int | None = None
+    test: str = ""
+
+    @property
+    def judged(self) -> bool:
+        """Whether the verdict rests on resamples (else: on the means alone)."""
+        return self.holds is not None and math.isfinite(self.support)
 
     @property
     def verdict(self) -> str:
-        return {True: "holds", False: "does not hold", None: "not computed in this run"}[self.holds]
+        """``holds`` / ``does not hold`` / ``inconclusive`` / ``not computed in this run``.
+
+        Judged with statistics, a verdict is conclusive only when the claim holds (or fails) in at least
+        ``(1 + level) / 2`` of the resamples, the same rule as a two-sided interval of the margin that
+        excludes 0.
+        """
+        if self.holds is None:
+            return "not computed in this run"
+        if self.judged:
+            needed = (1.0 + self.level) / 2.0
+            if self.holds and self.support >= needed:
+                return "holds"
+            if not self.holds and 1.0 - self.support >= needed:
+                return "does not hold"
+            return "inconclusive"
+        return "holds" if self.holds else "does not hold"
+
+    def statistics(self) -> str:
+        """The verdict's numbers in words: margin with its interval, support, images (needed)."""
+        if not self.judged:
+            return ""
+        text = (
+            f"margin {self.margin:.3g} [{self.low:.3g}, {self.high:.3g}] ({100 * self.level:g}% interval); "
+            f"holds in {100 * self.support:.1f}% of resamples; {self.n_images} images"
+        )
+        if self.verdict == "inconclusive":
+            text += (
+                f"; about {self.n_needed:,} images for a conclusive verdict"
+                if self.n_needed is not None
+                else "; margin 0: no sample size decides it"
+            )
+        return text
+
+
+class ResultsView:
+    """The presented slices of one configuration's rows, re-evaluated cheaply for other values.
+
+    ``presented(keys, label_set, augmentation, variant)`` equals
+    :func:`~salbench.report.results.presented` on the rows; which rows make each cell is found once,
+    so :meth:`with_values` (a resample of the ``value`` column, same rows) costs a gather, not a pivot.
+    """
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.values = frame["value"].to_numpy(float) if "value" in frame else np.zeros(len(frame))
+        self._slices: dict[tuple, tuple[pd.Index, np.ndarray]] = {}
+        self._directions: dict[str, bool] = {}
+
+    def with_values(self, values: np.ndarray) -> ResultsView:
+        """The same rows with ``value`` replaced (shares the slice index)."""
+        view = copy.copy(self)
+        view.values = np.asarray(values, dtype=float)
+        return view
+
+    def _slice(self, keys: tuple[str, ...], label_set: str, augmentation: str, variant: str | None):
+        key = (keys, label_set, augmentation, variant)
+        if key not in self._slices:
+            f = self.frame
+            mask = (f["label_set"] == label_set) & (f["augmentation"] == augmentation)
+            if variant is not None:
+                mask &= f["variant"] == variant
+            metrics = [COLUMNS[k].metric for k in keys]
+            mask &= f["metric"].isin(metrics)
+            rows = np.flatnonzero(mask.to_numpy())
+            methods = pd.Index(sorted(f["method"].iloc[rows].astype(str).unique()), name="method")
+            cells: list[list[int]] = [[] for _ in range(len(methods) * len(keys))]
+            where = {m: i for i, m in enumerate(methods)}
+            for r in rows:
+                m, metric = str(f["method"].iat[r]), f["metric"].iat[r]
+                for j, k in enumerate(keys):
+                    if COLUMNS[k].metric == metric:
+                        cells[where[m] * len(keys) + j].append(int(r))
+            width = max((len(c) for c in cells), default=0)
+            positions = np.full((len(cells), max(width, 1)), -1, dtype=np.int64)
+            for i, c in enumerate(cells):
+                positions[i, : len(c)] = c
+            self._slices[key] = (methods, positions)
+        return self._slices[key]
+
+    def presented(
+        self,
+        keys: Sequence[str],
+        label_set: str,
+        augmentation: str = NO_AUGMENTATION,
+        variant: str | None = "none",
+    ) -> pd.DataFrame:
+        """Method x column frame of presented values, as :func:`~salbench.report.results.presented`."""
+        keys = tuple(keys)
+        methods, positions = self._slice(keys, label_set, augmentation, variant)
+        taken = np.where(positions >= 0, self.values[np.maximum(positions, 0)], np.nan)
+        present = np.isfinite(taken)
+        counts = present.sum(axis=1)
+        raw = np.where(present, taken, 0.0).sum(axis=1) / np.maximum(counts, 1)
+        raw = np.where(counts > 0, raw, np.nan).reshape(len(methods), len(keys))
+        out = np.empty_like(raw)
+        for j, k in enumerate(keys):
+            c = COLUMNS[k]
+            out[:, j] = 100.0 - raw[:, j] * c.scale if c.bar else raw[:, j] * c.scale
+        return pd.DataFrame(out, index=methods, columns=list(keys))
+
+    def higher_is_better(self, key: str) -> bool:
+        """Direction of the presented column ``key``."""
+        if key not in self._directions:
+            self._directions[key] = presented_higher_is_better(self.frame, key)
+        return self._directions[key]
+
+
+def _view(frame: pd.DataFrame | ResultsView) -> ResultsView:
+    return frame if isinstance(frame, ResultsView) else ResultsView(frame)
 
 
 def _compared(data: pd.DataFrame) -> pd.DataFrame:
@@ -68,54 +210,64 @@ def _compared(data: pd.DataFrame) -> pd.DataFrame:
     return data.loc[np.array([method_display(m).compared for m in data.index], dtype=bool)]
 
 
-def _oriented(frame: pd.DataFrame, key: str, values: pd.Series) -> pd.Series:
+def _oriented(view: ResultsView, key: str, values: pd.Series) -> pd.Series:
     """Values with larger = better."""
-    return values if presented_higher_is_better(frame, key) else -values
+    return values if view.higher_is_better(key) else -values
 
 
-def claim_fakecam_top(frame: pd.DataFrame, t: ClaimThresholds = DEFAULT_THRESHOLDS) -> ClaimResult:
+def claim_fakecam_top(
+    frame: pd.DataFrame | ResultsView, t: ClaimThresholds = DEFAULT_THRESHOLDS
+) -> ClaimResult:
     """Claim 1: Fake-CAM is among the best on AI and AD-bar but not on AG and I (ground truth)."""
     share = f"{t.top_fraction:.2g}"
     claim = (
         f"Fake-CAM ranks in the best {share} of methods on AI and AD-bar, but not on AG and I (ground truth)"
     )
-    data = _compared(presented(frame, ("AI", "AD_bar", "AG", "I"), "groundtruth"))
+    view = _view(frame)
+    data = _compared(view.presented(("AI", "AD_bar", "AG", "I"), "groundtruth"))
     numbers: dict[str, float] = {}
-    parts, top = [], {}
+    parts, top, margins = [], {}, []
     for key in ("AI", "AD_bar", "AG", "I"):
         col = data[key].dropna()
         if "fakecam" not in col.index or len(col) < 3:
             return ClaimResult(claim, None, f"{COLUMNS[key].header}: Fake-CAM or fewer than 3 methods")
-        score = _oriented(frame, key, col)
+        score = _oriented(view, key, col)
         rank = 1 + int((score > score["fakecam"]).sum())
         k = math.ceil(len(col) * t.top_fraction)
         top[key] = rank <= k
+        # Fake-CAM is in the best k iff it scores at least the k-th best other method
+        kth = float(score.drop("fakecam").sort_values(ascending=False).iloc[k - 1])
+        gap = float(score["fakecam"]) - kth
+        margins.append(gap if key in ("AI", "AD_bar") else -gap)
         numbers |= {key: float(col["fakecam"]), f"{key}_rank": float(rank), f"{key}_top": float(k)}
         numbers[f"{key}_n"] = float(len(col))
         parts.append(
             f"{COLUMNS[key].header} {col['fakecam']:.1f}: rank {rank}/{len(col)} (best {k}: ranks 1-{k})"
         )
     holds = top["AI"] and top["AD_bar"] and not top["AG"] and not top["I"]
-    return ClaimResult(claim, holds, "Fake-CAM " + "; ".join(parts), numbers)
+    return ClaimResult(claim, holds, "Fake-CAM " + "; ".join(parts), numbers, margin=min(margins))
 
 
-def claim_least_likely(frame: pd.DataFrame, t: ClaimThresholds = DEFAULT_THRESHOLDS) -> ClaimResult:
+def claim_least_likely(
+    frame: pd.DataFrame | ResultsView, t: ClaimThresholds = DEFAULT_THRESHOLDS
+) -> ClaimResult:
     """Claim 2: least-likely targets give I ~ 0, AG ~ 0 and D-bar ~ 100 for every method."""
     claim = (
         f"Least-likely targets give I <= {t.least_i_max:g}, AG <= {t.least_ag_max:g} and "
         f"D-bar >= {t.least_dbar_min:g} for every method"
     )
-    data = _compared(presented(frame, ("I", "AG", "D_bar"), "least")).dropna(how="all")
+    data = _compared(_view(frame).presented(("I", "AG", "D_bar"), "least")).dropna(how="all")
     limits = {"I": (t.least_i_max, True), "AG": (t.least_ag_max, True), "D_bar": (t.least_dbar_min, False)}
     present = [k for k in limits if data[k].notna().any()] if not data.empty else []
     if not present:
         return ClaimResult(claim, None, "no least-likely rows")
     numbers: dict[str, float] = {"n_methods": float(len(data))}
-    fails, parts = [], []
+    fails, parts, margins = [], [], []
     for key in present:
         limit, is_max = limits[key]
         col = data[key].dropna()
         extreme = float(col.max() if is_max else col.min())
+        margins.append(limit - extreme if is_max else extreme - limit)
         numbers[f"{key}_{'max' if is_max else 'min'}"] = extreme
         parts.append(f"{'max' if is_max else 'min'} {COLUMNS[key].header} {extreme:.1f}")
         bad = col[col > limit] if is_max else col[col < limit]
@@ -126,23 +278,27 @@ def claim_least_likely(frame: pd.DataFrame, t: ClaimThresholds = DEFAULT_THRESHO
         evidence += f"; not computed: {', '.join(missing)}"
     if fails:
         evidence += "; outside the thresholds: " + ", ".join(fails)
-    return ClaimResult(claim, not fails, evidence, numbers)
+    return ClaimResult(claim, not fails, evidence, numbers, margin=min(margins))
 
 
-def claim_gradients_lowest(frame: pd.DataFrame, t: ClaimThresholds = DEFAULT_THRESHOLDS) -> ClaimResult:
+def claim_gradients_lowest(
+    frame: pd.DataFrame | ResultsView, t: ClaimThresholds = DEFAULT_THRESHOLDS
+) -> ClaimResult:
     """Claim 3: every gradient method scores below every other method on AI, AD-bar and AG (ground truth)."""
     claim = "Gradient methods score lowest on AI, AD-bar and AG: each below every non-gradient method"
-    data = _compared(presented(frame, ("AI", "AD_bar", "AG"), "groundtruth"))
+    view = _view(frame)
+    data = _compared(view.presented(("AI", "AD_bar", "AG"), "groundtruth"))
     is_grad = np.array([method_display(m).family == "Gradient" for m in data.index], dtype=bool)
     numbers: dict[str, float] = {}
-    parts, verdicts = [], []
+    parts, verdicts, margins = [], [], []
     for key in ("AI", "AD_bar", "AG"):
-        score = _oriented(frame, key, data[key])
+        score = _oriented(view, key, data[key])
         grad, other = score[is_grad].dropna(), score[~is_grad].dropna()
         if grad.empty or other.empty:
             return ClaimResult(claim, None, f"{COLUMNS[key].header}: no gradient or no other methods")
         best_grad, worst_other = grad.idxmax(), other.idxmin()
         verdicts.append(bool(grad.max() < other.min()))
+        margins.append(float(other.min() - grad.max()))
         numbers |= {f"{key}_gradient_best": float(data.at[best_grad, key])}
         numbers |= {f"{key}_others_worst": float(data.at[worst_other, key])}
         parts.append(
@@ -150,17 +306,19 @@ def claim_gradients_lowest(frame: pd.DataFrame, t: ClaimThresholds = DEFAULT_THR
             f"({method_display(best_grad).label}) vs worst other {data.at[worst_other, key]:.1f} "
             f"({method_display(worst_other).label})"
         )
-    return ClaimResult(claim, all(verdicts), "; ".join(parts), numbers)
+    return ClaimResult(claim, all(verdicts), "; ".join(parts), numbers, margin=min(margins))
 
 
-def claim_near_equal(frame: pd.DataFrame, t: ClaimThresholds = DEFAULT_THRESHOLDS) -> ClaimResult:
+def claim_near_equal(
+    frame: pd.DataFrame | ResultsView, t: ClaimThresholds = DEFAULT_THRESHOLDS
+) -> ClaimResult:
     """Claim 4: MS, AS, Complexity, EC are near-equal across methods once the extremes are dropped."""
     claim = (
         f"MS, AS, Complexity and EC are near-equal across methods except the extremes: coefficient of "
         f"variation < {t.cv_max:g} after dropping the {t.trim} lowest and {t.trim} highest"
     )
     keys = ("MS", "AS", "Complexity", "EC")
-    data = _compared(presented(frame, keys, "groundtruth"))
+    data = _compared(_view(frame).presented(keys, "groundtruth"))
     numbers: dict[str, float] = {}
     parts, verdicts = [], []
     for key in keys:
@@ -176,23 +334,27 @@ def claim_near_equal(frame: pd.DataFrame, t: ClaimThresholds = DEFAULT_THRESHOLD
         parts.append(f"{COLUMNS[key].header}: CV {cv:.3f} over {len(kept)} of {len(col)} methods")
     if not verdicts:
         return ClaimResult(claim, None, "; ".join(parts), numbers)
-    return ClaimResult(claim, all(verdicts), "; ".join(parts), numbers)
+    margin = t.cv_max - max(numbers.values())
+    return ClaimResult(claim, all(verdicts), "; ".join(parts), numbers, margin=margin)
 
 
-def claim_augmentation_shift(frame: pd.DataFrame, t: ClaimThresholds = DEFAULT_THRESHOLDS) -> ClaimResult:
+def claim_augmentation_shift(
+    frame: pd.DataFrame | ResultsView, t: ClaimThresholds = DEFAULT_THRESHOLDS
+) -> ClaimResult:
     """Claim 5: every augmentation shifts the recognition metrics (mean |change| vs un-augmented)."""
     claim = (
         f"Recognition metrics shift under every augmentation: mean |change| of AI, AD-bar, AG, I, D-bar "
         f"vs the un-augmented run > {t.shift_min:g} points"
     )
-    augs = augmented_ids(frame)
-    base = _compared(presented(frame, RECOGNITION_KEYS, "groundtruth"))
+    view = _view(frame)
+    augs = augmented_ids(view.frame)
+    base = _compared(view.presented(RECOGNITION_KEYS, "groundtruth"))
     if not augs or base.isna().all().all():
         return ClaimResult(claim, None, "no augmented rows" if not augs else "no un-augmented rows")
     numbers: dict[str, float] = {}
     parts, verdicts = [], []
     for aug in augs:
-        shifted = _compared(presented(frame, RECOGNITION_KEYS, "groundtruth", aug, None))
+        shifted = _compared(view.presented(RECOGNITION_KEYS, "groundtruth", aug, None))
         common = shifted.index.intersection(base.index)
         change = (shifted.loc[common] - base.loc[common]).abs().to_numpy().ravel()
         change = change[np.isfinite(change)]
@@ -203,7 +365,8 @@ def claim_augmentation_shift(frame: pd.DataFrame, t: ClaimThresholds = DEFAULT_T
         verdicts.append(float(change.mean()) > t.shift_min)
         parts.append(f"{augmentation_label(aug)} {change.mean():.1f} over {len(common)} methods")
     holds = all(verdicts) if verdicts else None
-    return ClaimResult(claim, holds, "mean |change|: " + "; ".join(parts), numbers)
+    margin = min(numbers.values()) - t.shift_min if numbers else math.nan
+    return ClaimResult(claim, holds, "mean |change|: " + "; ".join(parts), numbers, margin=margin)
 
 
 CLAIMS = (
@@ -219,4 +382,120 @@ def evaluate_claims(
     frame: pd.DataFrame, thresholds: ClaimThresholds = DEFAULT_THRESHOLDS
 ) -> list[ClaimResult]:
     """Every claim of :data:`CLAIMS` on the rows of one configuration, in the paper's order."""
-    return [check(frame, thresholds) for check in CLAIMS]
+    view = ResultsView(frame)
+    return [check(view, thresholds) for check in CLAIMS]
+
+
+def _resampled_values(
+    frame: pd.DataFrame, per_image: pd.DataFrame | None, settings: Bootstrap
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(B, rows) resampled ``value`` columns of ``frame``, the images behind each row, and how.
+
+    Rows whose per-image values are in ``per_image`` (un-augmented recognition metrics) are resampled
+    over images, the same image draws for every method of a label set (paired). Any other mean with a
+    ``std`` and ``n_images`` is drawn from the normal approximation of its mean, independently per row.
+    Rows that are no mean over images keep their value.
+    """
+    rng = np.random.default_rng(settings.seed)
+    b = settings.resamples
+    values = frame["value"].to_numpy(float)
+    out = np.repeat(values[None, :], b, axis=0)
+    n_rows = frame["n_images"].to_numpy(float) if "n_images" in frame else np.zeros(len(frame))
+    paired = np.zeros(len(frame), dtype=bool)
+    if per_image is not None and not per_image.empty:
+        plain = (frame["augmentation"] == "none").to_numpy()
+        for label_set, rows in per_image.groupby("label_set", sort=True):
+            ids = np.array(sorted(rows["image_id"].astype(str).unique()))
+            draws = rng.integers(0, len(ids), (b, len(ids)))
+            for i in np.flatnonzero(plain & (frame["label_set"] == label_set).to_numpy()):
+                metric, method = frame["metric"].iat[i], frame["method"].iat[i]
+                mine = rows[rows["method"] == method]
+                if metric not in mine or mine.empty:
+                    continue
+                v = mine.set_index(mine["image_id"].astype(str))[metric].reindex(ids).to_numpy(float)
+                finite = np.isfinite(v)
+                # only values this file reproduces (a NaN map is skipped there and here alike)
+                if not finite.any() or not np.isclose(v[finite].mean(), values[i], rtol=1e-6, atol=1e-9):
+                    continue
+                taken = v[draws]
+                counts = np.isfinite(taken).sum(axis=1)
+                sums = np.where(np.isfinite(taken), taken, 0.0).sum(axis=1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[:, i] = np.where(counts > 0, sums / np.maximum(counts, 1), values[i])
+                paired[i] = True
+    std = frame["std"].to_numpy(float) if "std" in frame else np.full(len(frame), np.nan)
+    normal = ~paired & np.isfinite(std) & np.isfinite(values) & (n_rows > 1)
+    z = rng.standard_normal((b, int(normal.sum())))
+    out[:, normal] = values[normal] + z * (std[normal] / np.sqrt(n_rows[normal]))
+    how = []
+    if paired.any():
+        how.append("paired bootstrap over images (the same draws for every method of a label set)")
+    if normal.any():
+        how.append("normal approximation of the other means (std / sqrt(n), independent per row)")
+    return out, n_rows, " and ".join(how)
+
+
+def judge_claims(
+    frame: pd.DataFrame,
+    per_image: pd.DataFrame | None = None,
+    settings: Bootstrap = DEFAULT_BOOTSTRAP,
+    thresholds: ClaimThresholds = DEFAULT_THRESHOLDS,
+) -> list[ClaimResult]:
+    """Every claim with its verdict judged against the sampling noise of the run's images.
+
+    Each claim is re-checked on ``settings.resamples`` resampled results (see :func:`_resampled_values`):
+    it ``holds`` when it holds on the means and in at least ``(1 + level) / 2`` of the resamples, ``does
+    not hold`` when it fails in that share, else it is ``inconclusive``; the bootstrap interval of its
+    margin and, where inconclusive, the images a conclusive verdict would need (the interval's half-width
+    shrinks as ``1 / sqrt(n)``: ``n * (z * se / margin)^2``) come with it.
+
+    Args:
+        frame: ``results.csv`` rows of one configuration (``value``, ``std``, ``n_images``).
+        per_image: per-image recognition rows (``label_set, method, image_id`` and the metric columns)
+            of the same model, or None (then every mean is resampled from its normal approximation).
+        settings: resamples, level and seed (``run.ci_*``); 0 resamples: verdicts on the means alone.
+        thresholds: the claims' thresholds.
+    """
+    point = evaluate_claims(frame, thresholds)
+    if settings.resamples == 0 or frame.empty:
+        return point
+    samples, n_rows, how = _resampled_values(frame, per_image, settings)
+    if not how:
+        return point
+    margins = np.full((settings.resamples, len(CLAIMS)), np.nan)
+    holds = np.zeros((settings.resamples, len(CLAIMS)), dtype=bool)
+    todo = [i for i, r in enumerate(point) if r.holds is not None]
+    view = ResultsView(frame)
+    for b in range(settings.resamples):
+        shifted = view.with_values(samples[b])
+        for i in todo:
+            result = CLAIMS[i](shifted, thresholds)
+            margins[b, i], holds[b, i] = result.margin, bool(result.holds)
+    z = float(stats.norm.ppf((1.0 + settings.level) / 2.0))
+    plain = frame["augmentation"] == "none"
+    n_images = int(np.nanmax(n_rows[plain.to_numpy()], initial=0)) if len(frame) else 0
+    judged = []
+    for i, result in enumerate(point):
+        if i not in todo:
+            judged.append(result)
+            continue
+        m = margins[:, i][np.isfinite(margins[:, i])]
+        low, high = (
+            np.quantile(m, [(1 - settings.level) / 2, (1 + settings.level) / 2]) if m.size else (np.nan,) * 2
+        )
+        se = float(m.std(ddof=1)) if m.size > 1 else math.nan
+        needed = None
+        if result.margin != 0 and math.isfinite(se) and n_images:
+            needed = max(n_images + 1, math.ceil(n_images * (z * se / abs(result.margin)) ** 2))
+        verdict = dataclasses.replace(
+            result,
+            support=float(holds[:, i].mean()),
+            low=float(low),
+            high=float(high),
+            level=settings.level,
+            n_images=n_images,
+            test=f"{settings.resamples:,} resamples (seed {settings.seed}): {how}",
+        )
+        inconclusive = verdict.verdict == "inconclusive"
+        judged.append(dataclasses.replace(verdict, n_needed=needed if inconclusive else None))
+    return judged

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from salbench.report.claims import DEFAULT_THRESHOLDS, ClaimResult, ClaimThresholds, evaluate_claims
+from salbench.report.claims import (
+    DEFAULT_THRESHOLDS,
+    ClaimResult,
+    ClaimThresholds,
+    evaluate_claims,
+    judge_claims,
+)
 from salbench.report.extras import extras_section
 from salbench.report.figures import (
     Figure1Inputs,
@@ -150,7 +156,8 @@ def _summary(key: RunKey, rows: pd.DataFrame, tables: dict[str, Table | None], c
         )
     lines += ["- **Claims of the study on this run**:", ""]
     for i, c in enumerate(claims, start=1):
-        lines.append(f"  {i}. {c.claim}: **{c.verdict}**.")
+        why = f" ({c.statistics()})" if c.judged else ""
+        lines.append(f"  {i}. {c.claim}: **{c.verdict}**{why}.")
     lines.append("")
     if tables.get("table1") is not None:
         lines += [f"**{TITLES['table1']}**", "", to_markdown(tables["table1"])]
@@ -264,19 +271,31 @@ def _figures_section(
     return lines
 
 
-def _claims_section(
-    frame: pd.DataFrame, thresholds: ClaimThresholds, reference: list[ClaimResult]
-) -> list[str]:
-    ours = evaluate_claims(frame, thresholds)
-    lines = [
-        "### Claims of the study, checked on this run",
-        "",
-        "| # | Claim | This run | Evidence | On the published numbers |",
-        "|--:|:--|:--|:--|:--|",
+def _claims_section(ours: list[ClaimResult], reference: list[ClaimResult]) -> list[str]:
+    lines = ["### Claims of the study, checked on this run", ""]
+    tests = sorted({c.test for c in ours if c.judged})
+    if tests:
+        level = next(c.level for c in ours if c.judged)
+        lines += [
+            "Each claim is re-checked on resampled results ("
+            + "; ".join(tests)
+            + f"). It holds (or does not) only when it does so in at least {100 * (1 + level) / 2:g}% of "
+            "the resamples, the rule of a two-sided "
+            f"{100 * level:g}% interval of its margin that excludes 0; otherwise the run's images cannot "
+            "decide it (inconclusive), and the images a conclusive verdict would need are estimated "
+            "from the margin and its spread (the interval shrinks as 1 / sqrt(n)). Margin: how far the "
+            "means are from flipping the verdict, in the claim's units (points; claim 4: coefficient of "
+            "variation).",
+            "",
+        ]
+    lines += [
+        "| # | Claim | This run | Evidence | Statistics | On the published numbers |",
+        "|--:|:--|:--|:--|:--|:--|",
     ]
     for i, (mine, paper) in enumerate(zip(ours, reference), start=1):
         claim, evidence = (text.replace("|", r"\|") for text in (mine.claim, mine.evidence))
-        lines.append(f"| {i} | {claim} | **{mine.verdict}** | {evidence} | {paper.verdict} |")
+        stat = mine.statistics() or "-"
+        lines.append(f"| {i} | {claim} | **{mine.verdict}** | {evidence} | {stat} | {paper.verdict} |")
     return [*lines, ""]
 
 
@@ -355,7 +374,13 @@ def build_report(
     if not keys:
         lines += [f"`{results_csv.name}` holds no results: every table and figure is {NOT_COMPUTED}.", ""]
     runs = [(key, "" if len(keys) == 1 else key.slug, select_run(frame, key)) for key in keys]
-    built = {key: (build_tables(rows), evaluate_claims(rows, thresholds)) for key, _, rows in runs}
+    built = {
+        key: (
+            build_tables(rows),
+            judge_claims(rows, _for_model(per_image, key.model, label_set=None), intervals, thresholds),
+        )
+        for key, _, rows in runs
+    }
     if runs:
         lines += ["## Summary", ""]
         for key, _, rows in runs:
@@ -366,7 +391,7 @@ def build_report(
             "",
         ]
     for key, sub, rows in runs:
-        tables, _ = built[key]
+        tables, claims = built[key]
         fig1 = (figure1_inputs or {}).get(key.model)
         lines += [f"## {key.describe()}", "", "### Configuration", "", *_configuration(key, rows), ""]
         lines += _tables_section(tables, out, sub)
@@ -374,7 +399,7 @@ def build_report(
         lines += significance_section(model_rows, rows, out, sub, intervals)
         lines += _published_section(key, tables, out, sub, Path(published_csv))
         lines += _figures_section(key, rows, out, sub, per_image, curves, fig1)
-        lines += _claims_section(rows, thresholds, reference)
+        lines += _claims_section(claims, reference)
         lines += extras_section(rows, key.model, out, sub)
     write_text(
         out / "APPENDIX.md", "\n".join(["# salbench report: appendix", "", *_provenance(extra)]) + "\n"
