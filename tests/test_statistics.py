@@ -503,3 +503,82 @@ def test_results_view_presents_what_presented_does():
         want = presented(frame, keys, label_set, aug, variant)
         got = view.presented(keys, label_set, aug, variant)
         pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12, check_names=False)
+
+
+# ----------------------------------------------------------------------------- metric sanity (controls)
+
+
+def _controls_per_image(n: int = 20) -> pd.DataFrame:
+    """Deletion (lower is better) on n images: Random 0.10 below Grad-CAM on every image (the scattered
+    removal the issue describes), Score-CAM and RISE far better than both; insertion: Random worst."""
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.2, 0.3, n)
+    spread = 0.001 * np.arange(n)  # distinct paired differences: exact Wilcoxon, p = 2 / 2^n
+    deletion = {
+        "gradcam": base + 0.2,
+        "random": base + 0.1 - spread,
+        "scorecam": base - 0.1,
+        "rise": base - 0.15,
+    }
+    insertion = {"gradcam": base + 0.3, "random": base - 0.1, "scorecam": base + 0.35, "rise": base + 0.4}
+    return pd.concat(
+        pd.DataFrame(
+            {
+                "label_set": "groundtruth",
+                "method": m,
+                "image_id": [f"i{k:02d}" for k in range(n)],
+                "deletion": deletion[m],
+                "insertion": insertion[m],
+            }
+        )
+        for m in deletion
+    )
+
+
+def test_a_control_as_good_as_the_median_informed_method_flags_the_metric(tmp_path):
+    from salbench.report.controls import control_checks, controls_section
+
+    per_image = _controls_per_image()
+    frame = pd.DataFrame(
+        [_row(metric="deletion", higher_is_better=False), _row(metric="insertion", higher_is_better=True)]
+    )
+    checks = control_checks(per_image, frame).set_index("metric")
+    deletion, insertion = checks.loc["deletion"], checks.loc["insertion"]
+    # deletion: informed means base + 0.2, - 0.1, - 0.15 -> median base - 0.1; Random base + 0.1 - spread
+    assert deletion["control"] == "random" and not deletion["beats_median"]
+    assert deletion["n_significantly_better"] == 1 and deletion["n_significantly_worse"] == 2  # vs Grad-CAM
+    assert deletion["best_informed"] == "rise" and insertion["n_significantly_worse"] == 3
+    assert not insertion["beats_median"]
+    # make Random as good as Score-CAM on deletion: the median -> flagged
+    better = per_image.copy()
+    pick = better["method"] == "random"
+    better.loc[pick, "deletion"] = better.loc[better["method"] == "scorecam", "deletion"].to_numpy() - 0.001
+    flagged = control_checks(better, frame).set_index("metric").loc["deletion"]
+    assert flagged["beats_median"] and flagged["n_significantly_better"] == 2
+    text = "\n".join(controls_section(better, frame, tmp_path, ""))
+    assert "| Ground truth | D | Random |" in text
+    assert "Flagged as uninformative here: D." in text
+    assert pd.read_csv(tmp_path / "tables" / "metric_sanity.csv").shape[0] == 2
+
+
+def test_gain_terms_inflated_by_a_confident_base_are_counted():
+    """AG term = max(0, O - Y) / (1 - Y): Y = 0.99999, O = Y + 7e-6 gives 0.7 from a 7e-6 change."""
+    from salbench.report.controls import gain_denominator_terms
+
+    y = np.array([0.99999, 0.5, 0.5, 0.9])
+    o = np.array([0.999997, 0.6, 0.5, 0.905])
+    gain = np.maximum(0.0, o - y) / (1.0 - y)
+    per_image = pd.DataFrame(
+        {
+            "label_set": "groundtruth",
+            "method": "gradcam",
+            "image_id": list("abcd"),
+            "base_prob": y,
+            "masked_prob": o,
+            "average_gain": gain,
+        }
+    )
+    terms = gain_denominator_terms(per_image).iloc[0]
+    # image a: change 7e-6 < 0.01, term 0.7; image d: change 0.005 < 0.01, term 0.05 < 0.1 (not counted)
+    assert terms["n_terms"] == 1 and terms["share"] == pytest.approx(0.25)
+    assert terms["share_of_mean"] == pytest.approx(gain[0] / gain.sum(), rel=1e-9)

@@ -26,6 +26,7 @@ from salbench.report.claims import (
     evaluate_claims,
     judge_claims,
 )
+from salbench.report.controls import controls_section
 from salbench.report.extras import extras_section
 from salbench.report.figures import (
     Figure1Inputs,
@@ -397,6 +398,7 @@ def build_report(
         lines += _tables_section(tables, out, sub)
         model_rows = _for_model(per_image, key.model, label_set=None)
         lines += significance_section(model_rows, rows, out, sub, intervals)
+        lines += controls_section(model_rows, rows, out, sub)
         lines += _published_section(key, tables, out, sub, Path(published_csv))
         lines += _figures_section(key, rows, out, sub, per_image, curves, fig1)
         lines += _claims_section(claims, reference)
