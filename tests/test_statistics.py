@@ -582,3 +582,43 @@ def test_gain_terms_inflated_by_a_confident_base_are_counted():
     # image a: change 7e-6 < 0.01, term 0.7; image d: change 0.005 < 0.01, term 0.05 < 0.1 (not counted)
     assert terms["n_terms"] == 1 and terms["share"] == pytest.approx(0.25)
     assert terms["share_of_mean"] == pytest.approx(gain[0] / gain.sum(), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- rank agreement intervals
+
+
+def test_vectorised_kendall_tau_equals_scipy_with_ties_and_missing_methods():
+    """tau-b from pair signs equals scipy.stats.kendalltau (tau-b) on every column pair, ties and NaN
+    included (a sum of at most 45 products of +-1, 0: exact in float64, up to the final division)."""
+    from salbench.report.figures import rank_agreement, rank_agreement_samples
+
+    rng = np.random.default_rng(4)
+    values = pd.DataFrame(rng.integers(0, 4, (10, 4)).astype(float), columns=["I", "AI", "D_bar", "MS"])
+    values.iloc[2, 1] = np.nan
+    values.iloc[5, 3] = np.nan
+    directions = {"I": True, "AI": True, "D_bar": True, "MS": False}
+    want = rank_agreement(values, directions).to_numpy()
+    got = rank_agreement_samples(values.to_numpy()[None], list(directions.values()))[0]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    few = values.copy()
+    few.iloc[3:, 0] = np.nan  # 3 methods left in I: still computed; 2 left: NaN
+    few.iloc[2, 0] = np.nan
+    assert np.isnan(rank_agreement_samples(few.to_numpy()[None], list(directions.values()))[0, 0, 1])
+
+
+def test_report_prints_claim_statistics_and_tau_intervals(tmp_path):
+    """build_report on a run of 4 methods x 3 recognition metrics over 16 images: the claims table holds
+    the statistics, the rank agreement CSV and caption carry bootstrap intervals around each tau."""
+    from salbench.report.markdown import build_report
+
+    frame, per_image = _claim3_run(0.3, 0.05, 0.04)
+    per_image = per_image.assign(base_prob=0.7, insertion=0.5, deletion=0.2)  # what Figure 2 reads
+    path = tmp_path / "results.csv"
+    upsert_results(path, frame.to_dict("records"))
+    build_report(path, tmp_path / "report", per_image=per_image, intervals=Bootstrap(resamples=200, seed=3))
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    assert "**inconclusive**" in text and "200 resamples (seed 3)" in text
+    assert "Kendall tau over methods, with its 95% bootstrap interval over images" in text
+    tau = pd.read_csv(tmp_path / "report" / "tables" / "rank_agreement.csv")
+    assert len(tau) == 3 and (tau["ci_level"] == 0.95).all()
+    assert (tau["ci_low"] <= tau["ci_high"]).all() and tau[["ci_low", "ci_high"]].notna().all().all()

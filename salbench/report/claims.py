@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from salbench.report.presentation import COLUMNS, RECOGNITION_KEYS, augmentation_label, method_display
-from salbench.report.results import NO_AUGMENTATION, presented_higher_is_better
+from salbench.report.results import NO_AUGMENTATION, presented_higher_is_better, resampled_values
 from salbench.report.tables import augmented_ids
 from salbench.stats import DEFAULT_BOOTSTRAP, Bootstrap
 
@@ -386,55 +386,6 @@ def evaluate_claims(
     return [check(view, thresholds) for check in CLAIMS]
 
 
-def _resampled_values(
-    frame: pd.DataFrame, per_image: pd.DataFrame | None, settings: Bootstrap
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """(B, rows) resampled ``value`` columns of ``frame``, the images behind each row, and how.
-
-    Rows whose per-image values are in ``per_image`` (un-augmented recognition metrics) are resampled
-    over images, the same image draws for every method of a label set (paired). Any other mean with a
-    ``std`` and ``n_images`` is drawn from the normal approximation of its mean, independently per row.
-    Rows that are no mean over images keep their value.
-    """
-    rng = np.random.default_rng(settings.seed)
-    b = settings.resamples
-    values = frame["value"].to_numpy(float)
-    out = np.repeat(values[None, :], b, axis=0)
-    n_rows = frame["n_images"].to_numpy(float) if "n_images" in frame else np.zeros(len(frame))
-    paired = np.zeros(len(frame), dtype=bool)
-    if per_image is not None and not per_image.empty:
-        plain = (frame["augmentation"] == "none").to_numpy()
-        for label_set, rows in per_image.groupby("label_set", sort=True):
-            ids = np.array(sorted(rows["image_id"].astype(str).unique()))
-            draws = rng.integers(0, len(ids), (b, len(ids)))
-            for i in np.flatnonzero(plain & (frame["label_set"] == label_set).to_numpy()):
-                metric, method = frame["metric"].iat[i], frame["method"].iat[i]
-                mine = rows[rows["method"] == method]
-                if metric not in mine or mine.empty:
-                    continue
-                v = mine.set_index(mine["image_id"].astype(str))[metric].reindex(ids).to_numpy(float)
-                finite = np.isfinite(v)
-                # only values this file reproduces (a NaN map is skipped there and here alike)
-                if not finite.any() or not np.isclose(v[finite].mean(), values[i], rtol=1e-6, atol=1e-9):
-                    continue
-                taken = v[draws]
-                counts = np.isfinite(taken).sum(axis=1)
-                sums = np.where(np.isfinite(taken), taken, 0.0).sum(axis=1)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    out[:, i] = np.where(counts > 0, sums / np.maximum(counts, 1), values[i])
-                paired[i] = True
-    std = frame["std"].to_numpy(float) if "std" in frame else np.full(len(frame), np.nan)
-    normal = ~paired & np.isfinite(std) & np.isfinite(values) & (n_rows > 1)
-    z = rng.standard_normal((b, int(normal.sum())))
-    out[:, normal] = values[normal] + z * (std[normal] / np.sqrt(n_rows[normal]))
-    how = []
-    if paired.any():
-        how.append("paired bootstrap over images (the same draws for every method of a label set)")
-    if normal.any():
-        how.append("normal approximation of the other means (std / sqrt(n), independent per row)")
-    return out, n_rows, " and ".join(how)
-
-
 def judge_claims(
     frame: pd.DataFrame,
     per_image: pd.DataFrame | None = None,
@@ -443,11 +394,12 @@ def judge_claims(
 ) -> list[ClaimResult]:
     """Every claim with its verdict judged against the sampling noise of the run's images.
 
-    Each claim is re-checked on ``settings.resamples`` resampled results (see :func:`_resampled_values`):
-    it ``holds`` when it holds on the means and in at least ``(1 + level) / 2`` of the resamples, ``does
-    not hold`` when it fails in that share, else it is ``inconclusive``; the bootstrap interval of its
-    margin and, where inconclusive, the images a conclusive verdict would need (the interval's half-width
-    shrinks as ``1 / sqrt(n)``: ``n * (z * se / margin)^2``) come with it.
+    Each claim is re-checked on ``settings.resamples`` resampled results
+    (:func:`~salbench.report.results.resampled_values`): it ``holds`` when it holds on the means and in
+    at least ``(1 + level) / 2`` of the resamples, ``does not hold`` when it fails in that share, else it
+    is ``inconclusive``; the bootstrap interval of its margin and, where inconclusive, the images a
+    conclusive verdict would need (the interval's half-width shrinks as ``1 / sqrt(n)``:
+    ``n * (z * se / margin)^2``) come with it.
 
     Args:
         frame: ``results.csv`` rows of one configuration (``value``, ``std``, ``n_images``).
@@ -459,7 +411,7 @@ def judge_claims(
     point = evaluate_claims(frame, thresholds)
     if settings.resamples == 0 or frame.empty:
         return point
-    samples, n_rows, how = _resampled_values(frame, per_image, settings)
+    samples, n_rows, how = resampled_values(frame, per_image, settings)
     if not how:
         return point
     margins = np.full((settings.resamples, len(CLAIMS)), np.nan)

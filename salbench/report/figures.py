@@ -221,10 +221,54 @@ def rank_agreement(values: pd.DataFrame, higher_is_better: Mapping[str, bool]) -
     return tau
 
 
-def figure_rank_agreement(tau: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    """Heatmap of a :func:`rank_agreement` matrix (diverging, colour-blind-safe PuOr, annotated)."""
+def rank_agreement_samples(samples: np.ndarray, higher_is_better: Sequence[bool]) -> np.ndarray:
+    """Kendall tau-b between every column pair of each resampled methods x metrics table, vectorised.
+
+    tau-b = sum of the products of the pair signs / sqrt(untied pairs in x * untied pairs in y), over
+    the pairs of methods both columns cover (the value :func:`rank_agreement` computes with scipy).
+
+    Args:
+        samples: (B, methods, metrics) presented values; NaN where a method lacks a metric (the same
+            methods in every sample).
+        higher_is_better: direction of each metric column.
+
+    Returns:
+        (B, metrics, metrics) tau; NaN where fewer than 3 methods are covered or a column is constant.
+    """
+    x = np.asarray(samples, dtype=float) * np.where(np.asarray(higher_is_better), 1.0, -1.0)
+    b, m, k = x.shape
+    i, j = np.triu_indices(m, 1)
+    signs = np.sign(x[:, i, :] - x[:, j, :])  # (B, pairs, metrics)
+    valid = np.isfinite(signs)
+    signs = np.where(valid, signs, 0.0)
+    covered = np.isfinite(x[0])  # (methods, metrics)
+    tau = np.full((b, k, k), np.nan)
+    for a in range(k):
+        for c in range(a, k):
+            if int((covered[:, a] & covered[:, c]).sum()) < 3:
+                continue
+            both = valid[:, :, a] & valid[:, :, c]
+            sa, sc = signs[:, :, a] * both, signs[:, :, c] * both
+            denominator = np.sqrt((sa != 0).sum(axis=1) * (sc != 0).sum(axis=1).astype(float))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                value = np.where(denominator > 0, (sa * sc).sum(axis=1) / denominator, np.nan)
+            tau[:, a, c] = tau[:, c, a] = value
+    return tau
+
+
+def figure_rank_agreement(
+    tau: pd.DataFrame,
+    path: str | Path,
+    title: str = "",
+    low: pd.DataFrame | None = None,
+    high: pd.DataFrame | None = None,
+) -> Path:
+    """Heatmap of a :func:`rank_agreement` matrix (diverging, colour-blind-safe PuOr, annotated; with
+    ``low``/``high`` each cell also prints the bootstrap interval of its tau)."""
     n = len(tau)
-    fig = Figure(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n))
+    intervals = low is not None and high is not None
+    scale = 1.25 if intervals else 1.0
+    fig = Figure(figsize=(1.0 + 0.75 * n * scale, 0.8 + 0.7 * n * scale))
     ax = fig.subplots()
     image = ax.imshow(tau.to_numpy(dtype=float), cmap="PuOr", vmin=-1.0, vmax=1.0)
     labels = [COLUMNS[k].header if k in COLUMNS else str(k) for k in tau.index]
@@ -234,12 +278,24 @@ def figure_rank_agreement(tau: pd.DataFrame, path: str | Path, title: str = "") 
         for j in range(n):
             v = tau.iat[i, j]
             text = "n/a" if not np.isfinite(v) else f"{v:.2f}"
+            if intervals and i != j and np.isfinite(v) and np.isfinite(low.iat[i, j]):
+                text += f"\n[{low.iat[i, j]:.2f}, {high.iat[i, j]:.2f}]"
             ax.text(
-                j, i, text, ha="center", va="center", fontsize=9, color="white" if abs(v) > 0.6 else "black"
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7 if intervals else 9,
+                color="white" if abs(v) > 0.6 else "black",
             )
     ax.set_xlabel("metric", fontsize=12)
     ax.set_ylabel("metric", fontsize=12)
-    fig.colorbar(image, ax=ax, label="Kendall tau of the method rankings")
+    fig.colorbar(
+        image,
+        ax=ax,
+        label="Kendall tau of the method rankings" + (" [bootstrap interval]" if intervals else ""),
+    )
     ax.set_title(title or "Rank agreement between metrics (Kendall tau over methods)", fontsize=13)
     fig.tight_layout()
     return save_figure(fig, path)

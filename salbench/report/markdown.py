@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from salbench.report.claims import (
     DEFAULT_THRESHOLDS,
     ClaimResult,
     ClaimThresholds,
+    ResultsView,
     evaluate_claims,
     judge_claims,
 )
@@ -35,9 +37,11 @@ from salbench.report.figures import (
     figure_curves,
     figure_rank_agreement,
     rank_agreement,
+    rank_agreement_samples,
 )
 from salbench.report.html import write_html
 from salbench.report.presentation import (
+    COLUMNS,
     TABLE1_KEYS,
     TABLE3_KEYS,
     augmentation_label,
@@ -59,6 +63,7 @@ from salbench.report.results import (
     RunKey,
     presented,
     presented_higher_is_better,
+    resampled_values,
     run_keys,
     select_run,
 )
@@ -221,6 +226,7 @@ def _figures_section(
     per_image: pd.DataFrame | None,
     curves: pd.DataFrame | None,
     fig1: Figure1Inputs | None,
+    intervals: Bootstrap = DEFAULT_BOOTSTRAP,
 ) -> list[str]:
     lines = ["### Figures", ""]
     rel = "/".join(p for p in ("figures", sub) if p)
@@ -260,16 +266,67 @@ def _figures_section(
     keys = (*TABLE1_KEYS, *TABLE3_KEYS)
     values = presented(frame, keys, "groundtruth")
     values = values.loc[:, values.notna().sum() >= 3]
-    tau = None
+    tau, low, high = None, None, None
     if values.shape[1] >= 2:
-        tau = rank_agreement(values, {k: presented_higher_is_better(frame, k) for k in values.columns})
+        directions = {k: presented_higher_is_better(frame, k) for k in values.columns}
+        tau = rank_agreement(values, directions)
+        low, high = _tau_intervals(frame, _for_model(per_image, key.model, label_set=None), values, intervals)
+        _write_tau(out / "tables" / sub / "rank_agreement.csv", tau, low, high, intervals)
+    caption = "Rank agreement between metrics (Kendall tau over methods"
+    level = f"{100 * intervals.level:g}%"
+    caption += f", with its {level} bootstrap interval over images)" if low is not None else ")"
     add(
         "rank_agreement",
-        "Rank agreement between metrics (Kendall tau over methods)",
-        None if tau is None else lambda p: figure_rank_agreement(tau, p),
+        caption,
+        None if tau is None else lambda p: figure_rank_agreement(tau, p, low=low, high=high),
         "fewer than two metrics with at least three methods",
     )
     return lines
+
+
+def _tau_intervals(
+    frame: pd.DataFrame, per_image: pd.DataFrame | None, values: pd.DataFrame, settings: Bootstrap
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Percentile intervals of each Kendall tau over resampled results (paired over images where the
+    per-image values are known, :func:`~salbench.report.results.resampled_values`); None without any."""
+    if settings.resamples == 0:
+        return None, None
+    samples, _, how = resampled_values(frame, per_image, settings)
+    if not how:
+        return None, None
+    keys = list(values.columns)
+    view = ResultsView(frame)
+    tables = [
+        view.with_values(row).presented(keys, "groundtruth").reindex(values.index)[keys].to_numpy()
+        for row in samples
+    ]
+    directions = [presented_higher_is_better(frame, k) for k in keys]
+    taus = rank_agreement_samples(np.stack(tables), directions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
+        ends = np.nanquantile(taus, [(1 - settings.level) / 2, (1 + settings.level) / 2], axis=0)
+    return (pd.DataFrame(ends[0], index=keys, columns=keys), pd.DataFrame(ends[1], index=keys, columns=keys))
+
+
+def _write_tau(
+    path: Path, tau: pd.DataFrame, low: pd.DataFrame | None, high: pd.DataFrame | None, settings: Bootstrap
+) -> None:
+    """The rank agreement as a tidy CSV: one row per metric pair, with the interval where computed."""
+    keys = list(tau.index)
+    rows = []
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            rows.append(
+                {
+                    "metric_a": COLUMNS[a].metric,
+                    "metric_b": COLUMNS[b].metric,
+                    "kendall_tau": tau.at[a, b],
+                    "ci_low": np.nan if low is None else low.at[a, b],
+                    "ci_high": np.nan if high is None else high.at[a, b],
+                    "ci_level": settings.level if low is not None else np.nan,
+                }
+            )
+    write_csv(path, pd.DataFrame(rows))
 
 
 def _claims_section(ours: list[ClaimResult], reference: list[ClaimResult]) -> list[str]:
@@ -400,7 +457,7 @@ def build_report(
         lines += significance_section(model_rows, rows, out, sub, intervals)
         lines += controls_section(model_rows, rows, out, sub)
         lines += _published_section(key, tables, out, sub, Path(published_csv))
-        lines += _figures_section(key, rows, out, sub, per_image, curves, fig1)
+        lines += _figures_section(key, rows, out, sub, per_image, curves, fig1, intervals)
         lines += _claims_section(claims, reference)
         lines += extras_section(rows, key.model, out, sub)
     write_text(

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from salbench.report.presentation import COLUMNS, NO_AUGMENTATION
+from salbench.stats import Bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,18 @@ def families(frame: pd.DataFrame) -> dict[str, str]:
         return {}
     known = frame[~frame["family"].isin(["", "unknown"])]
     return dict(zip(known["method"], known["family"]))
+
+
+NOT_APPLICABLE = "not_applicable"
+"""Metric id of generation's rows for methods that do not apply to the model (value 1)."""
+
+
+def not_applicable(frame: pd.DataFrame) -> list[str]:
+    """Methods the generation stage found not applicable to the model of these rows (value 1), sorted."""
+    if frame.empty:
+        return []
+    rows = frame[(frame["metric"] == NOT_APPLICABLE) & (frame["value"] == 1)]
+    return sorted(set(rows["method"].astype(str)))
 
 
 def run_keys(frame: pd.DataFrame) -> list[RunKey]:
@@ -143,3 +156,52 @@ def variant_counts(
     rows = rows[rows["metric"].isin(list(by_metric)) & rows["value"].notna()]
     counts = rows.groupby(["method", "metric"])["variant"].nunique().unstack("metric")
     return counts.rename(columns=by_metric).reindex(columns=list(keys)).fillna(0).astype(int)
+
+
+def resampled_values(
+    frame: pd.DataFrame, per_image: pd.DataFrame | None, settings: Bootstrap
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(B, rows) resampled ``value`` columns of ``frame``, the images behind each row, and how.
+
+    Rows whose per-image values are in ``per_image`` (un-augmented recognition metrics) are resampled
+    over images, the same image draws for every method of a label set (paired). Any other mean with a
+    ``std`` and ``n_images`` is drawn from the normal approximation of its mean, independently per row.
+    Rows that are no mean over images keep their value.
+    """
+    rng = np.random.default_rng(settings.seed)
+    b = settings.resamples
+    values = frame["value"].to_numpy(float)
+    out = np.repeat(values[None, :], b, axis=0)
+    n_rows = frame["n_images"].to_numpy(float) if "n_images" in frame else np.zeros(len(frame))
+    paired = np.zeros(len(frame), dtype=bool)
+    if per_image is not None and not per_image.empty:
+        plain = (frame["augmentation"] == "none").to_numpy()
+        for label_set, rows in per_image.groupby("label_set", sort=True):
+            ids = np.array(sorted(rows["image_id"].astype(str).unique()))
+            draws = rng.integers(0, len(ids), (b, len(ids)))
+            for i in np.flatnonzero(plain & (frame["label_set"] == label_set).to_numpy()):
+                metric, method = frame["metric"].iat[i], frame["method"].iat[i]
+                mine = rows[rows["method"] == method]
+                if metric not in mine or mine.empty:
+                    continue
+                v = mine.set_index(mine["image_id"].astype(str))[metric].reindex(ids).to_numpy(float)
+                finite = np.isfinite(v)
+                # only values this file reproduces (a NaN map is skipped there and here alike)
+                if not finite.any() or not np.isclose(v[finite].mean(), values[i], rtol=1e-6, atol=1e-9):
+                    continue
+                taken = v[draws]
+                counts = np.isfinite(taken).sum(axis=1)
+                sums = np.where(np.isfinite(taken), taken, 0.0).sum(axis=1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[:, i] = np.where(counts > 0, sums / np.maximum(counts, 1), values[i])
+                paired[i] = True
+    std = frame["std"].to_numpy(float) if "std" in frame else np.full(len(frame), np.nan)
+    normal = ~paired & np.isfinite(std) & np.isfinite(values) & (n_rows > 1)
+    z = rng.standard_normal((b, int(normal.sum())))
+    out[:, normal] = values[normal] + z * (std[normal] / np.sqrt(n_rows[normal]))
+    how = []
+    if paired.any():
+        how.append("paired bootstrap over images (the same draws for every method of a label set)")
+    if normal.any():
+        how.append("normal approximation of the other means (std / sqrt(n), independent per row)")
+    return out, n_rows, " and ".join(how)
