@@ -538,6 +538,10 @@ def test_mean_curves_and_loaders(tmp_path):
         [0.1, 0.4, 0.7]
     )  # the NaN (skipped) image is left out
     assert insertion["fraction"].tolist() == [0.0, 0.5, 1.0] and set(curves["n_images"]) == {2}
+    # the band: resampled means of two values a, b are a, (a+b)/2 or b with chances 1/4, 1/2, 1/4, so
+    # the 2.5% and 97.5% quantiles of 1,000 resamples are a and b themselves
+    assert insertion["ci_low"].tolist() == pytest.approx([0.0, 0.3, 0.4])
+    assert insertion["ci_high"].tolist() == pytest.approx([0.2, 0.5, 1.0])
     assert (
         load_per_image(tmp_path, ["other_model"]) is None and load_curves(tmp_path, ["other_model"]) is None
     )

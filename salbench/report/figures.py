@@ -163,7 +163,8 @@ def figure2(
 
 
 def figure_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    """Mean insertion and deletion curves per method (columns ``method, curve, fraction, value``)."""
+    """Mean insertion and deletion curves per method (columns ``method, curve, fraction, value``; a band
+    where ``ci_low``/``ci_high`` give the bootstrap interval of each point's mean)."""
     _require(curves, ("method", "curve", "fraction", "value"), "mean curves")
     fig = Figure(figsize=(13, 5.5))
     axes = fig.subplots(1, 2, sharey=True)
@@ -180,8 +181,15 @@ def figure_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Pa
                     linewidth=1.8,
                     **style,
                 )
+                if {"ci_low", "ci_high"} <= set(part.columns) and part["ci_low"].notna().any():
+                    ax.fill_between(
+                        part["fraction"], part["ci_low"], part["ci_high"], color=style["color"], alpha=0.12
+                    )
         verb = "inserted" if kind == "insertion" else "deleted"
-        ax.set_title(f"{kind.capitalize()} (mean over images)", fontsize=13)
+        banded = "ci_low" in curves and curves["ci_low"].notna().any()
+        ax.set_title(
+            f"{kind.capitalize()} (mean over images{', bootstrap band' if banded else ''})", fontsize=13
+        )
         ax.set_xlabel(f"fraction of pixels {verb}, most salient first", fontsize=12)
         ax.set_xlim(0, 1)
         ax.grid(alpha=0.3)

@@ -31,7 +31,7 @@ from salbench.report import build_report
 from salbench.report.figures import PER_IMAGE_COLUMNS, Figure1Inputs, pick_best_worst
 from salbench.report.presentation import paper_methods
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
-from salbench.stats import Bootstrap
+from salbench.stats import DEFAULT_BOOTSTRAP, Bootstrap, percentile_intervals
 from salbench.store.layout import RunLayout
 from salbench.store.outputs import write_run_record
 from salbench.store.results import read_results
@@ -71,16 +71,19 @@ def load_per_image(
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def mean_curves(method: str, curves: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Mean insertion/deletion curve over images (NaN curves of skipped images ignored).
+def mean_curves(
+    method: str, curves: dict[str, np.ndarray], settings: Bootstrap = DEFAULT_BOOTSTRAP
+) -> pd.DataFrame:
+    """Mean insertion/deletion curve over images (NaN curves of skipped images ignored), with the
+    percentile bootstrap interval of the mean at every point (the band of the curves figure).
 
     Args:
         method: method id.
         curves: ``insertion`` / ``deletion`` -> (n_images, n_points) probabilities.
 
     Returns:
-        Columns ``method, curve, fraction, value, n_images``; ``fraction`` = step / (n_points - 1), the
-        share of pixels changed (the last step may change fewer than ``step`` pixels).
+        Columns ``method, curve, fraction, value, n_images, ci_low, ci_high``; ``fraction`` = step /
+        (n_points - 1), the share of pixels changed (the last step may change fewer than ``step`` pixels).
     """
     parts = []
     for kind in ("insertion", "deletion"):
@@ -91,6 +94,10 @@ def mean_curves(method: str, curves: dict[str, np.ndarray]) -> pd.DataFrame:
         if not finite.any():
             continue
         mean = arr[finite].mean(axis=0)
+        if finite.sum() >= 2 and settings.resamples:
+            low, high = percentile_intervals(arr[finite].T, settings)
+        else:
+            low = high = np.full(arr.shape[1], np.nan)
         parts.append(
             pd.DataFrame(
                 {
@@ -99,6 +106,8 @@ def mean_curves(method: str, curves: dict[str, np.ndarray]) -> pd.DataFrame:
                     "fraction": np.linspace(0.0, 1.0, arr.shape[1]),
                     "value": mean,
                     "n_images": int(finite.sum()),
+                    "ci_low": low,
+                    "ci_high": high,
                 }
             )
         )
@@ -106,7 +115,10 @@ def mean_curves(method: str, curves: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def load_curves(
-    root: str | Path, models: Iterable[str], label_set: str = "groundtruth"
+    root: str | Path,
+    models: Iterable[str],
+    label_set: str = "groundtruth",
+    settings: Bootstrap = DEFAULT_BOOTSTRAP,
 ) -> pd.DataFrame | None:
     """Mean curves per model and method from the ``<method>_curves.npz`` files, or None if there are none."""
     frames = []
@@ -117,7 +129,7 @@ def load_curves(
                     curves = {k: npz[k] for k in ("insertion", "deletion") if k in npz.files}
             except (OSError, ValueError) as exc:
                 raise DataError(f"{path}: unreadable curves file ({exc})") from None
-            frame = mean_curves(path.name[: -len(CURVES_SUFFIX)], curves)
+            frame = mean_curves(path.name[: -len(CURVES_SUFFIX)], curves, settings)
             if not frame.empty:
                 frame.insert(0, "model", model)
                 frames.append(frame)
@@ -228,7 +240,7 @@ def run_report(
         out,
         {"manifests": collect_manifests(layout.root)},
         per_image=per_image,
-        curves=load_curves(layout.root, models),
+        curves=load_curves(layout.root, models, settings=Bootstrap.from_run(cfg.run)),
         figure1_inputs=None if fig1 is None else {cfg.model.name: fig1},
         intervals=Bootstrap.from_run(cfg.run),
     )
