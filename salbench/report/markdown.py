@@ -48,6 +48,7 @@ from salbench.report.presentation import (
     method_display,
     method_order,
 )
+from salbench.report.protocols import protocol_section
 from salbench.report.published import (
     PUBLISHED_CSV,
     STUDY,
@@ -357,6 +358,40 @@ def _claims_section(ours: list[ClaimResult], reference: list[ClaimResult]) -> li
     return [*lines, ""]
 
 
+def _protocols(
+    key: RunKey,
+    rows: pd.DataFrame,
+    per_image: pd.DataFrame | None,
+    claims: list[ClaimResult],
+    frame: pd.DataFrame,
+    others: Mapping[str, tuple[pd.DataFrame, pd.DataFrame | None]],
+    out: Path,
+    sub: str,
+    intervals: Bootstrap,
+    thresholds: ClaimThresholds,
+) -> list[str]:
+    """A section per other protocol with rows of the same model and data set: from ``others`` (its own
+    run folder, with per-image values) or from this ``results.csv`` (rows only)."""
+    found: dict[str, tuple[pd.DataFrame, pd.DataFrame | None]] = {}
+    for protocol in sorted(set(frame["protocol"]) - {key.protocol}):
+        found[protocol] = (select_run(frame, RunKey(key.model, key.dataset, protocol)), None)
+    for protocol, (other, other_per_image) in others.items():
+        if protocol != key.protocol:
+            found[protocol] = (
+                select_run(other, RunKey(key.model, key.dataset, protocol)),
+                _for_model(other_per_image, key.model, label_set=None),
+            )
+    lines = []
+    for protocol, (other, other_per_image) in found.items():
+        if other.empty:
+            continue
+        theirs = judge_claims(other, other_per_image, intervals, thresholds)
+        lines += protocol_section(
+            (key.protocol, protocol), rows, other, per_image, other_per_image, (claims, theirs), out, sub
+        )
+    return lines
+
+
 def _render_value(value: Any) -> str:
     if isinstance(value, Mapping | list | tuple):
         return f"`{json.dumps(value, default=str, sort_keys=True)}`"
@@ -397,6 +432,7 @@ def build_report(
     thresholds: ClaimThresholds = DEFAULT_THRESHOLDS,
     published_csv: str | Path = PUBLISHED_CSV,
     intervals: Bootstrap = DEFAULT_BOOTSTRAP,
+    others: Mapping[str, tuple[pd.DataFrame, pd.DataFrame | None]] | None = None,
 ) -> Path:
     """Write ``tables/``, ``figures/`` and ``REPORT.md`` under ``out_dir``; return the REPORT.md path.
 
@@ -412,6 +448,8 @@ def build_report(
         thresholds: the claims' thresholds.
         published_csv: the published tables (``configs/acml2024_tables.csv``).
         intervals: bootstrap settings of the paired comparisons (the run's ``run.ci_*``).
+        others: protocol -> (``results.csv`` rows, per-image rows) of the same models run under
+            another protocol (``salbench compare``): each configuration gets a section comparing them.
 
     Raises:
         DataError: unreadable or malformed ``results.csv`` / per-image data.
@@ -459,6 +497,9 @@ def build_report(
         lines += _published_section(key, tables, out, sub, Path(published_csv))
         lines += _figures_section(key, rows, out, sub, per_image, curves, fig1, intervals)
         lines += _claims_section(claims, reference)
+        lines += _protocols(
+            key, rows, model_rows, claims, frame, others or {}, out, sub, intervals, thresholds
+        )
         lines += extras_section(rows, key.model, out, sub)
     write_text(
         out / "APPENDIX.md", "\n".join(["# salbench report: appendix", "", *_provenance(extra)]) + "\n"

@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from salbench.config import CONFIG_DIR
+from salbench.config import CONFIG_DIR, PROTOCOLS
 from salbench.stages.cli import COMMANDS, Command, Options, config_from_args, entry, load_commands, register
 from salbench.stages.generate import methods_of_family
+from salbench.stages.report import PROTOCOLS_DIR
 
 log = logging.getLogger("pipeline")
 GT = ["--label-set", "groundtruth"]
@@ -104,6 +105,18 @@ def _without_option(argv: list[str], option: str) -> list[str]:
     return out
 
 
+def _without_values(argv: list[str], option: str) -> list[str]:
+    """``argv`` minus ``option V1 V2 ...`` (every value up to the next flag) / ``option=V``."""
+    out, skipping = [], False
+    for a in argv:
+        if skipping and not a.startswith("-"):
+            continue
+        skipping = a == option
+        if not skipping and not a.startswith(option + "="):
+            out.append(a)
+    return out
+
+
 def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
     p.add_argument("--casme-checkpoint", help="CASME masker for non-embedded data (skipped without it)")
 
@@ -154,6 +167,76 @@ class _Pipeline(Command):
 
 COMMAND = register(
     _Pipeline("run", "every stage in order (the embedded default without --config)", _arguments, _run)
+)
+
+
+def _compare_arguments(p: argparse.ArgumentParser, options: Options) -> None:
+    _arguments(p, options)
+    p.add_argument(
+        "--protocols",
+        nargs="+",
+        choices=PROTOCOLS,
+        default=list(PROTOCOLS),
+        help="protocols to run; the first is the run's own (output root), the others go under "
+        "<output_root>/protocols/<protocol>/",
+    )
+
+
+def run_comparison(argv: list[str]) -> int:
+    """The pipeline under several protocols; the report of the first compares them.
+
+    The first protocol runs in the output root as ``salbench run`` would; each other one in
+    ``<output_root>/protocols/<protocol>/`` with the benchmark and trained models of the first linked
+    in (computed once). The first run's report is rebuilt last: it reads the other folders and gets an
+    ``<a> vs <b>`` section per configuration.
+    """
+    parser = COMMANDS.get("compare").parser()
+    args = parser.parse_args(argv)
+    protocols = list(dict.fromkeys(args.protocols))
+    if len(protocols) < 2:
+        parser.error("--protocols needs two different protocols to compare")
+    common = _without_option(_without_values(argv, "--protocols"), "--protocol")
+    if args.config is None:
+        common = ["--config", str(CONFIG_DIR / "embedded.yaml"), *common]
+    first = [*common, "--protocol", protocols[0]]
+    rc = run_pipeline(first)
+    if rc != 0:
+        return rc
+    root = Path(config_from_args(parser.parse_args(first)).run.output_root)
+    for protocol in protocols[1:]:
+        sub = root / PROTOCOLS_DIR / protocol
+        sub.mkdir(parents=True, exist_ok=True)
+        for shared in ("benchmark", "models"):
+            target, link = root / shared, sub / shared
+            if target.is_dir() and not link.exists() and not link.is_symlink():
+                link.symlink_to(target.resolve(), target_is_directory=True)
+        print(f"\n##### protocol {protocol}: {sub} #####", flush=True)
+        rc = run_pipeline([*common, "--protocol", protocol, "--output-root", str(sub)])
+        if rc != 0:
+            return rc
+    print(f"\n=== report comparing {', '.join(protocols)} ===", flush=True)
+    rc = load_commands().get("report").main(_without_option(first, "--casme-checkpoint"))
+    print(f"report:  {root / 'report' / 'REPORT.md'}")
+    return rc
+
+
+class _Comparison(Command):
+    """``compare`` re-parses its own argv, as ``run`` does."""
+
+    def main(
+        self, argv: list[str] | None = None, options: Options | None = None, prog: str | None = None
+    ) -> int:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        return entry(run_comparison)(argv)
+
+
+COMPARE = register(
+    _Comparison(
+        "compare",
+        "the pipeline under two protocols (shared data and models), the report side by side",
+        _compare_arguments,
+        _run,
+    )
 )
 
 

@@ -218,6 +218,23 @@ def load_figure1_inputs(
     return Figure1Inputs(images, maps, picks, values, tuple(m for m in chosen if m in maps))
 
 
+PROTOCOLS_DIR = "protocols"
+"""``<output_root>/protocols/<protocol>/``: the same run under another protocol (``salbench compare``)."""
+
+
+def load_other_protocols(
+    root: str | Path, models: Iterable[str], label_sets: Sequence[str] = ("groundtruth",)
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame | None]]:
+    """protocol -> (results rows, per-image rows) of every ``<root>/protocols/<protocol>/`` run folder."""
+    out = {}
+    for folder in sorted((Path(root) / PROTOCOLS_DIR).glob("*/results.csv")):
+        frame = read_results(folder, missing_ok=False)
+        per_image = load_per_image(folder.parent, models, label_sets)
+        for protocol in sorted(set(frame["protocol"])):
+            out[str(protocol)] = (frame[frame["protocol"] == protocol], per_image)
+    return out
+
+
 def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
     p.add_argument("--results", help="results CSV to report on (default <output_root>/results.csv)")
     p.add_argument("--out-dir", help="report folder (default <output_root>/report)")
@@ -235,6 +252,7 @@ def run_report(
     models = sorted(set(read_results(results, missing_ok=False)["model"]))
     per_image = load_per_image(layout.root, models, cfg.run.label_sets)
     fig1 = load_figure1_inputs(cfg, per_image, methods=figure1_methods) if figure1 else None
+    others = load_other_protocols(layout.root, models, cfg.run.label_sets)
     path = build_report(
         results,
         out,
@@ -243,6 +261,7 @@ def run_report(
         curves=load_curves(layout.root, models, settings=Bootstrap.from_run(cfg.run)),
         figure1_inputs=None if fig1 is None else {cfg.model.name: fig1},
         intervals=Bootstrap.from_run(cfg.run),
+        others=others,
     )
     write_run_record(out, cfg, None, "report", extra={"results": str(results)})
     return path
