@@ -15,6 +15,7 @@ from PIL import Image
 from evaluation import report as report_script
 from salbench.errors import DataError
 from salbench.report import Figure1Inputs, build_report, build_tables, evaluate_claims
+from salbench.report.agreement import figure_rank_agreement, rank_agreement
 from salbench.report.claims import (
     ClaimThresholds,
     claim_augmentation_shift,
@@ -28,9 +29,7 @@ from salbench.report.figures import (
     figure1,
     figure2,
     figure_curves,
-    figure_rank_agreement,
     pick_best_worst,
-    rank_agreement,
 )
 from salbench.report.presentation import COLUMNS, method_display, method_order
 from salbench.report.published import compare, load_published, published_as_results

@@ -458,12 +458,11 @@ def test_claims_are_judged_holds_does_not_hold_or_inconclusive(effect, gain_effe
 
 
 def test_claims_section_prints_each_verdict_with_its_statistics():
-    from salbench.report.claims import evaluate_claims, judge_claims
-    from salbench.report.markdown import _claims_section
+    from salbench.report.claims import claims_section, evaluate_claims, judge_claims
 
     frame, per_image = _claim3_run(0.3, 0.05, 0.04)
     judged = judge_claims(frame, per_image, Bootstrap(resamples=200, seed=3))
-    text = "\n".join(_claims_section(judged, evaluate_claims(frame)))
+    text = "\n".join(claims_section(judged, evaluate_claims(frame)))
     row = next(line for line in text.splitlines() if line.startswith("| 3 |"))
     assert "**inconclusive**" in row and "images for a conclusive verdict" in row
     assert "200 resamples (seed 3): paired bootstrap over images" in text
@@ -590,7 +589,7 @@ def test_gain_terms_inflated_by_a_confident_base_are_counted():
 def test_vectorised_kendall_tau_equals_scipy_with_ties_and_missing_methods():
     """tau-b from pair signs equals scipy.stats.kendalltau (tau-b) on every column pair, ties and NaN
     included (a sum of at most 45 products of +-1, 0: exact in float64, up to the final division)."""
-    from salbench.report.figures import rank_agreement, rank_agreement_samples
+    from salbench.report.agreement import rank_agreement, rank_agreement_samples
 
     rng = np.random.default_rng(4)
     values = pd.DataFrame(rng.integers(0, 4, (10, 4)).astype(float), columns=["I", "AI", "D_bar", "MS"])

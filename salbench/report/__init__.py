@@ -9,8 +9,9 @@ manifests that some figures draw are read by the report stage (:mod:`salbench.st
 handed in as data. This package imports neither models, methods, metrics nor stages.
 """
 
+from salbench.report.agreement import figure_rank_agreement
 from salbench.report.claims import ClaimResult, ClaimThresholds, evaluate_claims
-from salbench.report.figures import Figure1Inputs, figure1, figure2, figure_curves, figure_rank_agreement
+from salbench.report.figures import Figure1Inputs, figure1, figure2, figure_curves
 from salbench.report.markdown import build_report
 from salbench.report.tables import Table, build_tables
 

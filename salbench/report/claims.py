@@ -12,17 +12,15 @@ The paper states the claims qualitatively; the thresholds that make them checkab
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from salbench.report.presentation import COLUMNS, RECOGNITION_KEYS, augmentation_label, method_display
-from salbench.report.results import NO_AUGMENTATION, presented_higher_is_better, resampled_values
+from salbench.report.results import ResultsView, resampled_values
 from salbench.report.tables import augmented_ids
 from salbench.stats import DEFAULT_BOOTSTRAP, Bootstrap
 
@@ -126,79 +124,6 @@ class ClaimResult:
                 else "; margin 0: no sample size decides it"
             )
         return text
-
-
-class ResultsView:
-    """The presented slices of one configuration's rows, re-evaluated cheaply for other values.
-
-    ``presented(keys, label_set, augmentation, variant)`` equals
-    :func:`~salbench.report.results.presented` on the rows; which rows make each cell is found once,
-    so :meth:`with_values` (a resample of the ``value`` column, same rows) costs a gather, not a pivot.
-    """
-
-    def __init__(self, frame: pd.DataFrame) -> None:
-        self.frame = frame
-        self.values = frame["value"].to_numpy(float) if "value" in frame else np.zeros(len(frame))
-        self._slices: dict[tuple, tuple[pd.Index, np.ndarray]] = {}
-        self._directions: dict[str, bool] = {}
-
-    def with_values(self, values: np.ndarray) -> ResultsView:
-        """The same rows with ``value`` replaced (shares the slice index)."""
-        view = copy.copy(self)
-        view.values = np.asarray(values, dtype=float)
-        return view
-
-    def _slice(self, keys: tuple[str, ...], label_set: str, augmentation: str, variant: str | None):
-        key = (keys, label_set, augmentation, variant)
-        if key not in self._slices:
-            f = self.frame
-            mask = (f["label_set"] == label_set) & (f["augmentation"] == augmentation)
-            if variant is not None:
-                mask &= f["variant"] == variant
-            metrics = [COLUMNS[k].metric for k in keys]
-            mask &= f["metric"].isin(metrics)
-            rows = np.flatnonzero(mask.to_numpy())
-            methods = pd.Index(sorted(f["method"].iloc[rows].astype(str).unique()), name="method")
-            cells: list[list[int]] = [[] for _ in range(len(methods) * len(keys))]
-            where = {m: i for i, m in enumerate(methods)}
-            for r in rows:
-                m, metric = str(f["method"].iat[r]), f["metric"].iat[r]
-                for j, k in enumerate(keys):
-                    if COLUMNS[k].metric == metric:
-                        cells[where[m] * len(keys) + j].append(int(r))
-            width = max((len(c) for c in cells), default=0)
-            positions = np.full((len(cells), max(width, 1)), -1, dtype=np.int64)
-            for i, c in enumerate(cells):
-                positions[i, : len(c)] = c
-            self._slices[key] = (methods, positions)
-        return self._slices[key]
-
-    def presented(
-        self,
-        keys: Sequence[str],
-        label_set: str,
-        augmentation: str = NO_AUGMENTATION,
-        variant: str | None = "none",
-    ) -> pd.DataFrame:
-        """Method x column frame of presented values, as :func:`~salbench.report.results.presented`."""
-        keys = tuple(keys)
-        methods, positions = self._slice(keys, label_set, augmentation, variant)
-        taken = np.where(positions >= 0, self.values[np.maximum(positions, 0)], np.nan)
-        present = np.isfinite(taken)
-        counts = present.sum(axis=1)
-        raw = np.where(present, taken, 0.0).sum(axis=1) / np.maximum(counts, 1)
-        raw = np.where(counts > 0, raw, np.nan).reshape(len(methods), len(keys))
-        out = np.empty_like(raw)
-        for j, k in enumerate(keys):
-            c = COLUMNS[k]
-            out[:, j] = 100.0 - raw[:, j] * c.scale if c.bar else raw[:, j] * c.scale
-        return pd.DataFrame(out, index=methods, columns=list(keys))
-
-    def higher_is_better(self, key: str) -> bool:
-        """Direction of the presented column ``key``."""
-        if key not in self._directions:
-            self._directions[key] = presented_higher_is_better(self.frame, key)
-        return self._directions[key]
 
 
 def _view(frame: pd.DataFrame | ResultsView) -> ResultsView:
@@ -451,3 +376,31 @@ def judge_claims(
         inconclusive = verdict.verdict == "inconclusive"
         judged.append(dataclasses.replace(verdict, n_needed=needed if inconclusive else None))
     return judged
+
+
+def claims_section(ours: list[ClaimResult], reference: list[ClaimResult]) -> list[str]:
+    lines = ["### Claims of the study, checked on this run", ""]
+    tests = sorted({c.test for c in ours if c.judged})
+    if tests:
+        level = next(c.level for c in ours if c.judged)
+        lines += [
+            "Each claim is re-checked on resampled results ("
+            + "; ".join(tests)
+            + f"). It holds (or does not) only when it does so in at least {100 * (1 + level) / 2:g}% of "
+            "the resamples, the rule of a two-sided "
+            f"{100 * level:g}% interval of its margin that excludes 0; otherwise the run's images cannot "
+            "decide it (inconclusive), and the images a conclusive verdict would need are estimated "
+            "from the margin and its spread (the interval shrinks as 1 / sqrt(n)). Margin: how far the "
+            "means are from flipping the verdict, in the claim's units (points; claim 4: coefficient of "
+            "variation).",
+            "",
+        ]
+    lines += [
+        "| # | Claim | This run | Evidence | Statistics | On the published numbers |",
+        "|--:|:--|:--|:--|:--|:--|",
+    ]
+    for i, (mine, paper) in enumerate(zip(ours, reference), start=1):
+        claim, evidence = (text.replace("|", r"\|") for text in (mine.claim, mine.evidence))
+        stat = mine.statistics() or "-"
+        lines.append(f"| {i} | {claim} | **{mine.verdict}** | {evidence} | {stat} | {paper.verdict} |")
+    return [*lines, ""]

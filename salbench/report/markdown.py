@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from salbench.report.agreement import (
+    figure_rank_agreement,
+    rank_agreement,
+    tau_intervals,
+    write_tau,
+)
 from salbench.report.claims import (
     DEFAULT_THRESHOLDS,
-    ClaimResult,
     ClaimThresholds,
-    ResultsView,
+    claims_section,
     evaluate_claims,
     judge_claims,
 )
@@ -35,20 +39,16 @@ from salbench.report.figures import (
     figure1,
     figure2,
     figure_curves,
-    figure_rank_agreement,
-    rank_agreement,
-    rank_agreement_samples,
 )
 from salbench.report.html import write_html
 from salbench.report.presentation import (
-    COLUMNS,
     TABLE1_KEYS,
     TABLE3_KEYS,
     augmentation_label,
     method_display,
     method_order,
 )
-from salbench.report.protocols import protocol_section
+from salbench.report.protocols import protocol_sections
 from salbench.report.published import (
     PUBLISHED_CSV,
     STUDY,
@@ -64,7 +64,7 @@ from salbench.report.results import (
     RunKey,
     presented,
     presented_higher_is_better,
-    resampled_values,
+    rows_of_model,
     run_keys,
     select_run,
 )
@@ -82,19 +82,6 @@ CONVENTIONS = (
     "Complexity and EC raw (one decimal). "
     "Best value per column in **bold** (direction from `higher_is_better`; bars flip it)."
 )
-
-
-def _for_model(
-    frame: pd.DataFrame | None, model: str, label_set: str | None = "groundtruth"
-) -> pd.DataFrame | None:
-    """Rows of ``model`` (and ``label_set``) when the frame has those columns; None when nothing is left."""
-    if frame is None:
-        return None
-    if "model" in frame.columns:
-        frame = frame[frame["model"] == model]
-    if label_set is not None and "label_set" in frame.columns:
-        frame = frame[frame["label_set"] == label_set]
-    return frame if not frame.empty else None
 
 
 def _configuration(key: RunKey, frame: pd.DataFrame) -> list[str]:
@@ -240,7 +227,7 @@ def _figures_section(
         make(out / rel / f"{name}.png")
         lines += [f"![{caption}]({rel}/{name}.png)", "", f"*{caption}*", ""]
 
-    rows = _for_model(per_image, key.model)
+    rows = rows_of_model(per_image, key.model)
     add(
         "figure1",
         "Figure 1. Best and worst image per metric with every method's map",
@@ -257,7 +244,7 @@ def _figures_section(
         None if rows is None else lambda p: figure2(rows, p),
         "no per-image recognition CSVs",
     )
-    mean = _for_model(curves, key.model, label_set=None)
+    mean = rows_of_model(curves, key.model, label_set=None)
     add(
         "curves",
         "Mean insertion and deletion curves per method",
@@ -271,8 +258,10 @@ def _figures_section(
     if values.shape[1] >= 2:
         directions = {k: presented_higher_is_better(frame, k) for k in values.columns}
         tau = rank_agreement(values, directions)
-        low, high = _tau_intervals(frame, _for_model(per_image, key.model, label_set=None), values, intervals)
-        _write_tau(out / "tables" / sub / "rank_agreement.csv", tau, low, high, intervals)
+        low, high = tau_intervals(
+            frame, rows_of_model(per_image, key.model, label_set=None), values, intervals
+        )
+        write_tau(out / "tables" / sub / "rank_agreement.csv", tau, low, high, intervals)
     caption = "Rank agreement between metrics (Kendall tau over methods"
     level = f"{100 * intervals.level:g}%"
     caption += f", with its {level} bootstrap interval over images)" if low is not None else ")"
@@ -282,113 +271,6 @@ def _figures_section(
         None if tau is None else lambda p: figure_rank_agreement(tau, p, low=low, high=high),
         "fewer than two metrics with at least three methods",
     )
-    return lines
-
-
-def _tau_intervals(
-    frame: pd.DataFrame, per_image: pd.DataFrame | None, values: pd.DataFrame, settings: Bootstrap
-) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """Percentile intervals of each Kendall tau over resampled results (paired over images where the
-    per-image values are known, :func:`~salbench.report.results.resampled_values`); None without any."""
-    if settings.resamples == 0:
-        return None, None
-    samples, _, how = resampled_values(frame, per_image, settings)
-    if not how:
-        return None, None
-    keys = list(values.columns)
-    view = ResultsView(frame)
-    tables = [
-        view.with_values(row).presented(keys, "groundtruth").reindex(values.index)[keys].to_numpy()
-        for row in samples
-    ]
-    directions = [presented_higher_is_better(frame, k) for k in keys]
-    taus = rank_agreement_samples(np.stack(tables), directions)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
-        ends = np.nanquantile(taus, [(1 - settings.level) / 2, (1 + settings.level) / 2], axis=0)
-    return (pd.DataFrame(ends[0], index=keys, columns=keys), pd.DataFrame(ends[1], index=keys, columns=keys))
-
-
-def _write_tau(
-    path: Path, tau: pd.DataFrame, low: pd.DataFrame | None, high: pd.DataFrame | None, settings: Bootstrap
-) -> None:
-    """The rank agreement as a tidy CSV: one row per metric pair, with the interval where computed."""
-    keys = list(tau.index)
-    rows = []
-    for i, a in enumerate(keys):
-        for b in keys[i + 1 :]:
-            rows.append(
-                {
-                    "metric_a": COLUMNS[a].metric,
-                    "metric_b": COLUMNS[b].metric,
-                    "kendall_tau": tau.at[a, b],
-                    "ci_low": np.nan if low is None else low.at[a, b],
-                    "ci_high": np.nan if high is None else high.at[a, b],
-                    "ci_level": settings.level if low is not None else np.nan,
-                }
-            )
-    write_csv(path, pd.DataFrame(rows))
-
-
-def _claims_section(ours: list[ClaimResult], reference: list[ClaimResult]) -> list[str]:
-    lines = ["### Claims of the study, checked on this run", ""]
-    tests = sorted({c.test for c in ours if c.judged})
-    if tests:
-        level = next(c.level for c in ours if c.judged)
-        lines += [
-            "Each claim is re-checked on resampled results ("
-            + "; ".join(tests)
-            + f"). It holds (or does not) only when it does so in at least {100 * (1 + level) / 2:g}% of "
-            "the resamples, the rule of a two-sided "
-            f"{100 * level:g}% interval of its margin that excludes 0; otherwise the run's images cannot "
-            "decide it (inconclusive), and the images a conclusive verdict would need are estimated "
-            "from the margin and its spread (the interval shrinks as 1 / sqrt(n)). Margin: how far the "
-            "means are from flipping the verdict, in the claim's units (points; claim 4: coefficient of "
-            "variation).",
-            "",
-        ]
-    lines += [
-        "| # | Claim | This run | Evidence | Statistics | On the published numbers |",
-        "|--:|:--|:--|:--|:--|:--|",
-    ]
-    for i, (mine, paper) in enumerate(zip(ours, reference), start=1):
-        claim, evidence = (text.replace("|", r"\|") for text in (mine.claim, mine.evidence))
-        stat = mine.statistics() or "-"
-        lines.append(f"| {i} | {claim} | **{mine.verdict}** | {evidence} | {stat} | {paper.verdict} |")
-    return [*lines, ""]
-
-
-def _protocols(
-    key: RunKey,
-    rows: pd.DataFrame,
-    per_image: pd.DataFrame | None,
-    claims: list[ClaimResult],
-    frame: pd.DataFrame,
-    others: Mapping[str, tuple[pd.DataFrame, pd.DataFrame | None]],
-    out: Path,
-    sub: str,
-    intervals: Bootstrap,
-    thresholds: ClaimThresholds,
-) -> list[str]:
-    """A section per other protocol with rows of the same model and data set: from ``others`` (its own
-    run folder, with per-image values) or from this ``results.csv`` (rows only)."""
-    found: dict[str, tuple[pd.DataFrame, pd.DataFrame | None]] = {}
-    for protocol in sorted(set(frame["protocol"]) - {key.protocol}):
-        found[protocol] = (select_run(frame, RunKey(key.model, key.dataset, protocol)), None)
-    for protocol, (other, other_per_image) in others.items():
-        if protocol != key.protocol:
-            found[protocol] = (
-                select_run(other, RunKey(key.model, key.dataset, protocol)),
-                _for_model(other_per_image, key.model, label_set=None),
-            )
-    lines = []
-    for protocol, (other, other_per_image) in found.items():
-        if other.empty:
-            continue
-        theirs = judge_claims(other, other_per_image, intervals, thresholds)
-        lines += protocol_section(
-            (key.protocol, protocol), rows, other, per_image, other_per_image, (claims, theirs), out, sub
-        )
     return lines
 
 
@@ -473,7 +355,7 @@ def build_report(
     built = {
         key: (
             build_tables(rows),
-            judge_claims(rows, _for_model(per_image, key.model, label_set=None), intervals, thresholds),
+            judge_claims(rows, rows_of_model(per_image, key.model, label_set=None), intervals, thresholds),
         )
         for key, _, rows in runs
     }
@@ -491,13 +373,13 @@ def build_report(
         fig1 = (figure1_inputs or {}).get(key.model)
         lines += [f"## {key.describe()}", "", "### Configuration", "", *_configuration(key, rows), ""]
         lines += _tables_section(tables, out, sub)
-        model_rows = _for_model(per_image, key.model, label_set=None)
+        model_rows = rows_of_model(per_image, key.model, label_set=None)
         lines += significance_section(model_rows, rows, out, sub, intervals)
         lines += controls_section(model_rows, rows, out, sub)
         lines += _published_section(key, tables, out, sub, Path(published_csv))
         lines += _figures_section(key, rows, out, sub, per_image, curves, fig1, intervals)
-        lines += _claims_section(claims, reference)
-        lines += _protocols(
+        lines += claims_section(claims, reference)
+        lines += protocol_sections(
             key, rows, model_rows, claims, frame, others or {}, out, sub, intervals, thresholds
         )
         lines += extras_section(rows, key.model, out, sub)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,10 @@ import pandas as pd
 from scipy import stats
 from scipy.stats import kendalltau
 
-from salbench.report.claims import ClaimResult
+from salbench.report.claims import ClaimResult, ClaimThresholds, judge_claims
 from salbench.report.presentation import COLUMNS, TABLE1_KEYS, TABLE3_KEYS, method_display
-from salbench.report.results import presented
-from salbench.stats import holm, signed_rank_p
+from salbench.report.results import RunKey, presented, rows_of_model, select_run
+from salbench.stats import Bootstrap, holm, signed_rank_p
 from salbench.store.outputs import write_csv
 
 ALPHA = 0.05
@@ -200,4 +201,38 @@ def protocol_section(
             claim = x.claim.replace("|", r"\|")
             lines.append(f"| {i} | {claim} | {x.verdict} | {y.verdict} |")
         lines.append("")
+    return lines
+
+
+def protocol_sections(
+    key: RunKey,
+    rows: pd.DataFrame,
+    per_image: pd.DataFrame | None,
+    claims: list[ClaimResult],
+    frame: pd.DataFrame,
+    others: Mapping[str, tuple[pd.DataFrame, pd.DataFrame | None]],
+    out: Path,
+    sub: str,
+    intervals: Bootstrap,
+    thresholds: ClaimThresholds,
+) -> list[str]:
+    """A section per other protocol with rows of the same model and data set: from ``others`` (its own
+    run folder, with per-image values) or from this ``results.csv`` (rows only)."""
+    found: dict[str, tuple[pd.DataFrame, pd.DataFrame | None]] = {}
+    for protocol in sorted(set(frame["protocol"]) - {key.protocol}):
+        found[protocol] = (select_run(frame, RunKey(key.model, key.dataset, protocol)), None)
+    for protocol, (other, other_per_image) in others.items():
+        if protocol != key.protocol:
+            found[protocol] = (
+                select_run(other, RunKey(key.model, key.dataset, protocol)),
+                rows_of_model(other_per_image, key.model, label_set=None),
+            )
+    lines = []
+    for protocol, (other, other_per_image) in found.items():
+        if other.empty:
+            continue
+        theirs = judge_claims(other, other_per_image, intervals, thresholds)
+        lines += protocol_section(
+            (key.protocol, protocol), rows, other, per_image, other_per_image, (claims, theirs), out, sub
+        )
     return lines

@@ -7,6 +7,7 @@ value in natural units, the method's family and the metric's direction.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -205,3 +206,89 @@ def resampled_values(
     if normal.any():
         how.append("normal approximation of the other means (std / sqrt(n), independent per row)")
     return out, n_rows, " and ".join(how)
+
+
+class ResultsView:
+    """The presented slices of one configuration's rows, re-evaluated cheaply for other values.
+
+    ``presented(keys, label_set, augmentation, variant)`` equals
+    :func:`~salbench.report.results.presented` on the rows; which rows make each cell is found once,
+    so :meth:`with_values` (a resample of the ``value`` column, same rows) costs a gather, not a pivot.
+    """
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.values = frame["value"].to_numpy(float) if "value" in frame else np.zeros(len(frame))
+        self._slices: dict[tuple, tuple[pd.Index, np.ndarray]] = {}
+        self._directions: dict[str, bool] = {}
+
+    def with_values(self, values: np.ndarray) -> ResultsView:
+        """The same rows with ``value`` replaced (shares the slice index)."""
+        view = copy.copy(self)
+        view.values = np.asarray(values, dtype=float)
+        return view
+
+    def _slice(self, keys: tuple[str, ...], label_set: str, augmentation: str, variant: str | None):
+        key = (keys, label_set, augmentation, variant)
+        if key not in self._slices:
+            f = self.frame
+            mask = (f["label_set"] == label_set) & (f["augmentation"] == augmentation)
+            if variant is not None:
+                mask &= f["variant"] == variant
+            metrics = [COLUMNS[k].metric for k in keys]
+            mask &= f["metric"].isin(metrics)
+            rows = np.flatnonzero(mask.to_numpy())
+            methods = pd.Index(sorted(f["method"].iloc[rows].astype(str).unique()), name="method")
+            cells: list[list[int]] = [[] for _ in range(len(methods) * len(keys))]
+            where = {m: i for i, m in enumerate(methods)}
+            for r in rows:
+                m, metric = str(f["method"].iat[r]), f["metric"].iat[r]
+                for j, k in enumerate(keys):
+                    if COLUMNS[k].metric == metric:
+                        cells[where[m] * len(keys) + j].append(int(r))
+            width = max((len(c) for c in cells), default=0)
+            positions = np.full((len(cells), max(width, 1)), -1, dtype=np.int64)
+            for i, c in enumerate(cells):
+                positions[i, : len(c)] = c
+            self._slices[key] = (methods, positions)
+        return self._slices[key]
+
+    def presented(
+        self,
+        keys: Sequence[str],
+        label_set: str,
+        augmentation: str = NO_AUGMENTATION,
+        variant: str | None = "none",
+    ) -> pd.DataFrame:
+        """Method x column frame of presented values, as :func:`~salbench.report.results.presented`."""
+        keys = tuple(keys)
+        methods, positions = self._slice(keys, label_set, augmentation, variant)
+        taken = np.where(positions >= 0, self.values[np.maximum(positions, 0)], np.nan)
+        present = np.isfinite(taken)
+        counts = present.sum(axis=1)
+        raw = np.where(present, taken, 0.0).sum(axis=1) / np.maximum(counts, 1)
+        raw = np.where(counts > 0, raw, np.nan).reshape(len(methods), len(keys))
+        out = np.empty_like(raw)
+        for j, k in enumerate(keys):
+            c = COLUMNS[k]
+            out[:, j] = 100.0 - raw[:, j] * c.scale if c.bar else raw[:, j] * c.scale
+        return pd.DataFrame(out, index=methods, columns=list(keys))
+
+    def higher_is_better(self, key: str) -> bool:
+        """Direction of the presented column ``key``."""
+        if key not in self._directions:
+            self._directions[key] = presented_higher_is_better(self.frame, key)
+        return self._directions[key]
+
+
+def rows_of_model(
+    frame: pd.DataFrame | None, model: str, label_set: str | None = "groundtruth"
+) -> pd.DataFrame | None:
+    """Rows of ``model`` (and ``label_set``) when the frame has those columns; None when nothing is left."""
+    if frame is None:
+        return None
+    if "model" in frame.columns:
+        frame = frame[frame["model"] == model]
+    if label_set is not None and "label_set" in frame.columns:
+        frame = frame[frame["label_set"] == label_set]
+    return frame if not frame.empty else None
