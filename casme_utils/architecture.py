@@ -116,7 +116,7 @@ class Masker(nn.Module):
     The decoder sees the features detached, as in the authors' code, so the decoder's loss never
     changes the encoder.
 
-    Shapes: images (N,3,H,W) normalised -> :meth:`forward` mask (N,1,h,w) in [0, 1] at the finest
+    Shapes: images (N,C,H,W) normalised -> :meth:`forward` mask (N,1,h,w) in [0, 1] at the finest
     scale (stride 4 for ResNets); :meth:`upsampled` (N,1,H,W).
     """
 
@@ -163,6 +163,12 @@ def upsample_mask(mask: torch.Tensor, size: Sequence[int], mode: str) -> torch.T
     return F.interpolate(mask, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def input_channels(encoder: nn.Module) -> int:
+    """Channels of the images the encoder reads: its first convolution's (3 when it has none)."""
+    first = next((m for m in encoder.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(first.in_channels) if first is not None else 3
+
+
 @torch.no_grad()
 def encoder_planes(encoder: nn.Module, size: int = 64) -> tuple[int, ...]:
     """Channels of the encoder's feature points, measured by one eval-mode pass on a zero image."""
@@ -172,7 +178,7 @@ def encoder_planes(encoder: nn.Module, size: int = 64) -> tuple[int, ...]:
     with model_mode(encoder, False), removable_hooks() as handles:
         for i, module in enumerate(points):
             handles.append(module.register_forward_hook(_capture(captured, i)))
-        encoder(torch.zeros(1, 3, size, size, device=device))
+        encoder(torch.zeros(1, input_channels(encoder), size, size, device=device))
     return tuple(int(captured[i].shape[1]) for i in range(len(points)))
 
 

@@ -67,8 +67,32 @@ class DataConfig:
     """Which images to explain and how to preprocess them.
 
     ``kind``: ``embedded`` (generated under ``root``), ``imagenet`` (``root`` + ``list_csv`` of
-    ``relative/path,label`` lines, boxes from ILSVRC XML files under ``annotations``) or
-    ``imagefolder`` (a class-per-folder tree under ``root``).
+    ``relative/path,label`` lines, an optional ``path,label`` header line, boxes from ILSVRC XML files
+    under ``annotations``) or ``imagefolder`` (a class-per-folder tree under ``root``).
+
+    The model input: ``channels`` (3: 8-bit RGB, 1: 8-bit grey), then a square ``resize``, a centre
+    ``crop`` (the side the model sees) and normalisation by ``mean``/``std`` (exactly ``channels``
+    values each; a one-value mean is never broadcast). What is not given (``0``, ``[]``) is taken,
+    value by value, from:
+
+    1. the model: timm's ``pretrained_cfg`` for ``timm:<name>`` (crop = its input size or the side a
+       ViT was built for, resize = crop / ``crop_pct``, mean/std), the weights' ``transforms()`` of a
+       torchvision model with ``model.weights``; a crop a ViT only accepts (timm's strict patch
+       embedding, torchvision's ``image_size``) for any model;
+    2. the data kind: ``embedded`` its ``image_size`` for both sides; ``imagefolder`` and ``imagenet``
+       the images' own side when they all share one square size (32x32 images stay 32x32, as a model
+       trained on them saw them), otherwise ImageNet's 256 / 224; ImageNet's mean/std for 3 channels.
+       A 1-channel input has no conventional mean/std: give them (0 and 1 keep pixels in [0, 1]).
+
+    A side given alone gets the other by the model's (else the kind's) ratio. The resolved values and
+    where each came from are in every manifest (``data.input``).
+
+    ``class_index`` (imagefolder only) maps class folders to model outputs: a CSV of ``folder,index``
+    lines (optional ``,name``; a header line is skipped) or a JSON object (also Keras'
+    ``imagenet_class_index.json``). Without it, folders named by ImageNet-1k wnids (``n01440764``)
+    map to torchvision's index order when the model has 1000 outputs; otherwise folders are classes
+    ``0..K-1`` in sorted order (torchvision's ``ImageFolder``) and must be exactly as many as the
+    model's outputs.
     """
 
     kind: Literal["embedded", "imagenet", "imagefolder"] = "embedded"
@@ -77,10 +101,12 @@ class DataConfig:
     annotations: str = ""
     masks: str = ""
     split: str = "eval"
+    class_index: str = ""
+    channels: int = 3
     resize: int = 0
     crop: int = 0
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
     embedded: EmbeddedDataConfig = dataclasses.field(default_factory=EmbeddedDataConfig)
 
 

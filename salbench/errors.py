@@ -22,3 +22,9 @@ class DataError(SalbenchError):
 
 class ConfigError(SalbenchError):
     """A configuration value or key is invalid."""
+
+
+class NotApplicableError(ConfigError):
+    """A saliency method cannot apply to the model as configured (a CAM or IBA without a spatial target
+    layer, CASME without a masker for the architecture): stages skip the method and record one line for
+    it instead of failing (:mod:`salbench.stages.generate`)."""

@@ -112,6 +112,21 @@ def _list(lines: bytes | str, *argv: str) -> Callable[[Path], int]:
     return run
 
 
+def _folder(classes: list[str], *argv: str) -> Callable[[Path], int]:
+    """Diagnostics on an image folder of one image per class (a copy of a fixture image)."""
+
+    def run(base: Path) -> int:
+        root = base / "folders" / "_".join(classes)  # not under bad/: a case needs it without folders
+        for name in classes:
+            (root / name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(base / "imagenet" / "val" / "ILSVRC2012_val_00000001.png", root / name / "x.png")
+        args = [a.replace("<base>", str(base)) for a in argv]
+        flags = ["--data-kind", "imagefolder", "--data-root", str(root), "--annotations", ""]
+        return salbench(["diagnostics", "--config", str(base / "c.yaml"), *flags, *args])
+
+    return run
+
+
 def _image(content: bytes) -> Callable[[Path], int]:
     def run(base: Path) -> int:
         img = base / "imagenet" / "val" / "ILSVRC2012_val_00000001.png"
@@ -275,6 +290,67 @@ CASES = [
         "needs data.kind embedded",
     ),
     Case("flags", "roar on ImageNet data", _cmd("roar"), "it needs data.kind embedded"),
+    # the model input
+    Case(
+        "input",
+        "--mean with one value for 3 channels",
+        _cmd("diagnostics", "--mean", "0.5"),
+        "'data.mean' (--mean) has 1 value(s) [0.5] but 'data.channels' (--channels) is 3",
+    ),
+    Case(
+        "input",
+        "--channels 1 without --mean/--std",
+        _cmd("diagnostics", "--channels", "1"),
+        "'data.channels' (--channels) is 1 and 'data.mean' (--mean) is not given",
+    ),
+    Case(
+        "input",
+        "--channels 1 for an RGB model",
+        _cmd("diagnostics", "--channels", "1", "--mean", "0.5", "--std", "0.25"),
+        "takes 3-channel input (its first convolution 'conv1' has in_channels 3)",
+    ),
+    Case(
+        "input",
+        "--input-size larger than the resize",
+        _cmd("diagnostics", "--input-size", "96"),
+        "'data.crop' (--input-size) is 96, larger than 'data.resize' (--resize-size) 72",
+    ),
+    Case(
+        "input",
+        "--model-kwargs without '='",
+        _cmd("diagnostics", "--model-kwargs", "width"),
+        "--model-kwargs 'width': expected KEY=VALUE",
+    ),
+    Case(
+        "input",
+        "--num-classes below the labels",
+        _cmd("diagnostics", "--model", "resnet18", "--checkpoint", "", "--num-classes", "5"),
+        "label 7 of image 'val/ILSVRC2012_val_00000002' is not a class of model 'resnet18' (5 outputs)",
+    ),
+    Case(
+        "input",
+        "--class-index on list data",
+        _cmd("diagnostics", "--class-index", "<base>/c.yaml"),
+        "needs data.kind imagefolder",
+    ),
+    Case(
+        "input",
+        "2 class folders, 1000 outputs",
+        _folder(["cat", "dog"]),
+        "has 2 class folders but model 'embedded_resnet' has 1000 outputs: give 'data.class_index'",
+    ),
+    Case(
+        "input",
+        "class index without a folder",
+        _folder(["cat", "dog"], "--class-index", "<base>/bad/index.csv"),
+        "does not name class folder 'dog'",
+    ),
+    Case(
+        "input",
+        "class index beyond the outputs",
+        _folder(["cat"], "--class-index", "<base>/bad/index.csv"),
+        "maps class folder 'cat' to 1000, not an output of model 'embedded_resnet' (1000 outputs)",
+    ),
     # config files
     Case("config", "missing config file", _cmd("diagnostics", config="<base>/nope.yaml"), "does not exist"),
     Case(
@@ -437,6 +513,7 @@ CASES = [
     Case("data", "absolute path in the list", _list("/etc/passwd,1\n"), "must be relative to the data root"),
     Case("data", "missing image file", _list("val/none.png,1\n"), "does not exist"),
     Case("data", "image listed twice", _list("<img>,1\n<img>,2\n"), "listed twice"),
+    Case("data", "a list holding only a header", _list("path,label\n"), "lists no images"),
     Case("data", "Latin-1 list file", _list(b"val/caf\xe9.png,1\n"), "is not UTF-8"),
     Case("data", "unreadable image", _image(b"not an image"), "cannot be read"),
     Case(
@@ -597,6 +674,7 @@ def base(tmp_path_factory) -> Path:
     assert salbench(["diagnostics", *c]) == 0
     assert salbench(["generate", *c, "--method", "fakecam", "gradcam"]) == 0
     (root / "bad").mkdir(exist_ok=True)
+    (root / "bad" / "index.csv").write_text("folder,index\ncat,1000\n")
     (root / "empty").mkdir(exist_ok=True)
     return root
 

@@ -248,3 +248,77 @@ def test_saturated_lambda_gives_finite_capacity():
     assert torch.isfinite(cap).all() and float(cap) == pytest.approx(
         -0.5 * (1 + 2 * math.log(1e-7)), rel=1e-6
     )
+
+
+# ---------------------------------------------------------------- transformer layouts
+
+
+class TokenSpot(nn.Module):
+    """:class:`Spot` with a ViT's layout: the stem's 8x8 map as 64 patch tokens (row-major, one pixel
+    per patch) after a class token, ``layer`` on the tokens (N, 65, 6); the logits read patch (i, j)."""
+
+    num_prefix_tokens = 1
+
+    def __init__(self, i: int, j: int) -> None:
+        super().__init__()
+        self.spot = Spot(i, j)
+        self.layer = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.spot.stem(x)
+        tokens = torch.cat([torch.ones_like(g[:, :, 0, :1]).transpose(1, 2), g.flatten(2).transpose(1, 2)], 1)
+        tokens = self.layer(tokens)
+        return self.spot.fc(tokens[:, 1 + self.spot.i * g.shape[3] + self.spot.j])
+
+
+def _swin_spot(i: int, j: int) -> nn.Module:
+    """:class:`Spot` with Swin's layout: a torchvision Swin whose forward is the stem in channels-last
+    (N, 8, 8, 6), its final ``norm`` (over 3 * 2 = 6 features; the family's target layer) and the head
+    reading position (i, j)."""
+    import torchvision
+
+    class SwinSpot(torchvision.models.SwinTransformer):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.norm(self.spot.stem(x).permute(0, 2, 3, 1))
+            return self.spot.fc(h[:, self.spot.i, self.spot.j, :])
+
+    torch.manual_seed(0)
+    model = SwinSpot(patch_size=[1, 1], embed_dim=3, depths=[1, 1], num_heads=[1, 1], window_size=[2, 2])
+    model.spot = Spot(i, j)
+    return model
+
+
+@pytest.mark.parametrize("layout", ["tokens", "nhwc"])
+def test_capacity_is_maximal_where_the_logit_reads_tokens_and_channels_last(layout):
+    """The bottleneck works on the patch grid of ViT tokens and of Swin's channels-last maps: without
+    smoothing the peak is exactly at (2, 5), as for the (N, C, h, w) :class:`Spot`."""
+    from salbench.models.layers import resolve_target_layer
+
+    model = (TokenSpot(2, 5) if layout == "tokens" else _swin_spot(2, 5)).eval()
+    _, layer = resolve_target_layer(model, "layer" if layout == "tokens" else "")
+    assert layer is (model.layer if layout == "tokens" else model.norm)
+    iba = Iba(model, MethodContext(target_layer=layer, num_classes=3), IbaParams(sigma=0.0))
+    images = _images(16, size=8)
+    iba.fit([images[:8], images[8:]])
+    assert tuple(iba.feature_mean.shape) == (6, 8, 8)  # (C, h, w): the class token is not a feature
+    maps = iba.explain(
+        _images(4, size=8, seed=9), torch.tensor([0, 1, 2, 0]), torch.Generator().manual_seed(0)
+    )
+    assert [divmod(int(a), 8) for a in maps.flatten(1).argmax(1)] == [(2, 5)] * 4
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_not_applicable_without_a_layer_or_a_grid():
+    """No target layer, or one whose output is a pooled vector: NotApplicableError (a ConfigError)."""
+    from salbench.errors import NotApplicableError
+
+    with pytest.raises(NotApplicableError, match="iba does not apply to Net as configured"):
+        Iba(Net(), MethodContext())
+    model = Net()
+    iba = Iba(model, MethodContext(target_layer=model.fc, num_classes=3))
+    with pytest.raises(NotApplicableError, match=r"iba does not apply to Net at target layer 'fc'"):
+        iba.check_applies(_images(1))
+    with pytest.raises(NotApplicableError, match="neither a feature map"):
+        iba.fit([_images(4)])
+    model.layer(model.stem(_images(1)))  # the model is left as it was: no hook
+    assert not any(m._forward_hooks for m in model.modules())

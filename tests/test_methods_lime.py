@@ -204,10 +204,19 @@ def test_quickshift_segments_on_denormalised_pixels():
     pixels = nn.functional.interpolate(torch.rand(2, 3, 4, 4, generator=g), size=(24, 24), mode="nearest")
     images = CTX.normalize(pixels)
     p = LimeParams(kernel_size=2, max_dist=10)
-    segs = Lime(TinyNet(), CTX, p).segment(images, [3, 4])
+    lime = Lime(TinyNet(), CTX, p)
+    segs = lime.segment(images, [3, 4])
+    # below 112 pixels the lengths scale with the input (salbench.scaling): 2 -> 1 (the minimum),
+    # 10 -> 10 * 24 / 112
+    kernel_size, max_dist = lime.segmentation_lengths((24, 24))
+    assert (kernel_size, max_dist) == (1.0, pytest.approx(10 * 24 / 112))
     for seg, pix, seed in zip(segs, pixels, [3, 4]):
         ref = quickshift(
-            pix.permute(1, 2, 0).double().numpy(), ratio=0.2, kernel_size=2, max_dist=10, rng=seed
+            pix.permute(1, 2, 0).double().numpy(),
+            ratio=0.2,
+            kernel_size=kernel_size,
+            max_dist=max_dist,
+            rng=seed,
         )
         assert seg.dtype == np.int64 and set(np.unique(seg)) == set(range(int(seg.max()) + 1))
         # same partition as skimage up to relabelling

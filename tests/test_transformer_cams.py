@@ -20,7 +20,9 @@ from torch import nn
 from salbench.config import ModelConfig
 from salbench.errors import ConfigError
 from salbench.methods import METHODS, MethodContext
+from salbench.methods.base import Preparation
 from salbench.methods.cams import GradCAMMethod
+from salbench.methods.iba import Iba, IbaParams
 from salbench.models.layers import (
     FeatureLayout,
     architecture_rule,
@@ -268,6 +270,25 @@ def test_every_cam_method_on_transformers(transformer, method_id):
     torch.testing.assert_close(single, maps, atol=CAM_ATOL, rtol=0)
     assert _state(model) == before and get_submodule(model, spec) is layer
     assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights))
+
+
+def test_iba_on_transformers(transformer):
+    """IBA at the CAM layer, on the same grid: statistics per (C, h, w) patch-grid feature (the class and
+    distillation tokens are no feature), maps of the input's size in [0, 1], model untouched. (Its
+    known-position test for token and channels-last layouts is in test_methods_iba.py.)"""
+    name, model, size, _, grid, _ = transformer
+    _, layer = resolve_target_layer(model)
+    iba = Iba(model, MethodContext(target_layer=layer, num_classes=K), IbaParams(steps=2, n_noise=2))
+    before = _state(model)
+    x, t = images(size, n=3, dtype=F64)
+    iba.check_applies(x[:1])
+    iba.prepare(Preparation(lambda: [x], size))
+    assert tuple(iba.feature_mean.shape[1:]) == grid, name
+    maps = iba(x, t, torch.Generator().manual_seed(0))
+    assert maps.shape == (3, *size) and maps.dtype == torch.float32
+    assert bool(torch.isfinite(maps).all()) and float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
+    assert float(maps.amax()) > 0.0, f"iba on {name}: all maps zero"
+    assert _state(model) == before
 
 
 def test_torchvision_vit_b_16_gradcam_no_longer_fails():

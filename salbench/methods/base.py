@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from salbench.config import build_dataclass
-from salbench.errors import DataError, SalbenchError
+from salbench.errors import ConfigError, DataError, SalbenchError
 from salbench.registry import Registry
 
 
@@ -45,16 +45,30 @@ class MethodContext:
     num_classes: int = 1000
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
-        """(N,C,H,W) normalised -> pixels in [0, 1] (up to preprocessing clipping)."""
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        """(N,C,H,W) normalised -> pixels in [0, 1] (up to preprocessing clipping).
+
+        Raises:
+            ConfigError: ``mean``/``std`` do not have one value per image channel (a 3-value mean is
+                never broadcast over a 1-channel image).
+        """
+        mean, std = self._stats(images)
         return images * std + mean
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(N,C,H,W) pixels in [0, 1] -> normalised model input."""
-        mean = torch.tensor(self.mean, device=pixels.device, dtype=pixels.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=pixels.device, dtype=pixels.dtype).view(1, -1, 1, 1)
+        """(N,C,H,W) pixels in [0, 1] -> normalised model input (same check as :meth:`denormalize`)."""
+        mean, std = self._stats(pixels)
         return (pixels - mean) / std
+
+    def _stats(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1,C,1,1) mean and std on the images' device and dtype, one value per channel."""
+        channels = images.shape[1] if images.ndim == 4 else -1
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise ConfigError(
+                f"method context: mean/std have {len(self.mean)}/{len(self.std)} values for images of "
+                f"{channels} channels (shape {tuple(images.shape)})"
+            )
+        kw = {"device": images.device, "dtype": images.dtype}
+        return torch.tensor(self.mean, **kw).view(1, -1, 1, 1), torch.tensor(self.std, **kw).view(1, -1, 1, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +132,16 @@ class SaliencyMethod(abc.ABC):
         RISE draws its masks (or reloads them from ``preparation.state_dir``); IBA estimates the feature
         mean/std at its layer over ``preparation.images()``. Every caller (generation, the sensitivity
         re-explanation, sanity checks, ROAR) prepares a method through this one call.
+        """
+        return None
+
+    def check_applies(self, example: torch.Tensor) -> None:
+        """Raise :class:`~salbench.errors.NotApplicableError` when this method cannot explain the model
+        as configured, before any work (default: every method applies).
+
+        Args:
+            example: (1,C,H,W) normalised image of the run (layer-based methods run the model on it up
+                to their target layer).
         """
         return None
 

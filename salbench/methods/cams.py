@@ -4,9 +4,10 @@ Every method reads ``context.target_layer`` (``layer4[-1]`` for ResNets, ``featu
 rules per architecture live in :mod:`salbench.models.layers`) and explains the target class **logit**
 through :class:`ClassifierOutputTarget`. Transformer layers reach the library as a ``(N, C, h, w)`` grid
 through its ``reshape_transform`` (:meth:`salbench.models.layers.FeatureLayout.to_grid`: ViT/DeiT tokens
-without the class/distillation tokens, Swin's channels-last maps permuted), for every method; a layer
-whose output has no spatial grid gives a one-line :class:`ConfigError` naming the method and the
-architecture. Ablation-CAM ablates channels of such layers as the library's ``AblationLayerVit`` does.
+without the class/distillation tokens, Swin's channels-last maps permuted), for every method; a missing
+layer or one whose output has no spatial grid gives a one-line :class:`~salbench.errors.NotApplicableError`
+naming the method and the architecture (:mod:`salbench.methods.spatial`), which generation records.
+Ablation-CAM ablates channels of such layers as the library's ``AblationLayerVit`` does.
 
 What the library does, and therefore what is not done again here (``BaseCAM.forward`` ->
 ``compute_cam_per_layer`` -> ``aggregate_multi_layers``):
@@ -58,9 +59,10 @@ from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from salbench.errors import ConfigError, DataError
+from salbench.errors import ConfigError, DataError, NotApplicableError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
 from salbench.methods.gradients import check_batch
+from salbench.methods.spatial import check_grid, layer_name, require_layer
 from salbench.models.layers import FeatureLayout, architecture_name, feature_layout
 from salbench.scoped import frozen_parameters, model_mode
 
@@ -111,11 +113,6 @@ class _LayoutAblationLayer(AblationLayerVit):
         return super().__call__(x)
 
 
-def _layer_name(model: nn.Module, layer: nn.Module) -> str:
-    """The dotted name of ``layer`` in ``model`` (for messages)."""
-    return next((repr(name) for name, m in model.named_modules() if m is layer), "(not in the model)")
-
-
 @contextlib.contextmanager
 def _preserved_grads(model: nn.Module) -> Iterator[None]:
     """Keep each parameter's ``.grad`` across the library's ``model.zero_grad()``."""
@@ -151,17 +148,16 @@ class LibraryCAM(SaliencyMethod):
     def _undo(self, cam: BaseCAM, layer: nn.Module) -> None:
         """Undo any change the library makes to the model's structure (after success or error)."""
 
+    def check_applies(self, example: torch.Tensor) -> None:
+        """:class:`NotApplicableError` unless the target layer exists and outputs a grid for ``example``."""
+        check_grid(self.name, self.model, self.context.target_layer, example)
+
     def explain(
         self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Maps (N,H,W) float32 in [0, 1] at the input resolution; ``generator`` is unused."""
         check_batch(images, targets)
-        layer = self.context.target_layer
-        if layer is None:
-            raise ConfigError(
-                f"{self.name} does not apply to {architecture_name(self.model)} as configured: it needs a "
-                "target layer (model.target_layer, e.g. 'layer4[-1]')"
-            )
+        layer = require_layer(self.name, self.model, self.context.target_layer)
         if len(images) == 0:
             return images.new_zeros((0, *images.shape[2:]), dtype=torch.float32)
         layout = feature_layout(self.model, layer)
@@ -181,9 +177,9 @@ class LibraryCAM(SaliencyMethod):
                     x.requires_grad_(True)
                 maps = cam(input_tensor=x, targets=cam_targets)
             except ConfigError as exc:  # raised by the reshape: the layer has no spatial grid
-                raise ConfigError(
+                raise NotApplicableError(
                     f"{self.name} does not apply to {architecture_name(self.model)} at target layer "
-                    f"{_layer_name(self.model, layer)}: {exc}"
+                    f"{layer_name(self.model, layer)}: {exc}"
                 ) from None
             finally:
                 cam.activations_and_grads.release()

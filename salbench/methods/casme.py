@@ -118,7 +118,8 @@ class Casme(SaliencyMethod):
     def explain(
         self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Maps (N,H,W) float32 in [0, 1] for ``images`` (N,3,H,W); ``targets`` (N,) are not used."""
+        """Maps (N,H,W) float32 in [0, 1] for ``images`` (N,C,H,W), C the masker encoder's channels;
+        ``targets`` (N,) are not used."""
         if images.dim() != 4 or targets.shape != (images.shape[0],):
             raise ValueError(f"casme: expected images (N,C,H,W) and targets (N,), got {tuple(images.shape)}")
         from casme_utils.architecture import upsample_mask

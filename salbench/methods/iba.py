@@ -17,11 +17,18 @@ Details follow the authors' reference implementation (``IBA`` package, as used i
 ``active_threshold`` of the fitted images are inactive (their ``Z`` and capacity are 0); the
 Gaussian kernel has ``2 * round(2 * sigma) + 1`` taps with reflection padding; the map uses the
 capacity of the last optimisation step's forward pass (before its Adam update).
+
+The bottleneck sits at ``context.target_layer``, the CAM methods' layer, and works on the same
+``(N, C, h, w)`` grid (:mod:`salbench.methods.spatial`): CNN feature maps as they are, Swin's
+channels-last maps permuted, ViT/DeiT patch tokens on their patch grid. Deviation for token layers: only
+the patch tokens pass the bottleneck; the class/distillation tokens are left as they are (they have no
+position, and the paper's bottleneck is spatial), so on a ViT at ``blocks[-1].norm1`` the map shows which
+patches the last attention needs (the residual stream around that layer is not restricted). A layer
+whose output is no grid makes the method not applicable (:class:`~salbench.errors.NotApplicableError`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Iterable
 from typing import ClassVar
@@ -32,6 +39,8 @@ from torch import nn
 
 from salbench.errors import ConfigError, SalbenchError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, Preparation, SaliencyMethod
+from salbench.methods.spatial import check_grid, from_grid, layer_output, require_layer, to_grid
+from salbench.models.layers import feature_layout
 from salbench.saliency import minmax_per_image
 from salbench.scoped import frozen_parameters, model_mode, removable_hooks
 
@@ -67,10 +76,6 @@ class IbaParams(MethodParams):
             raise ConfigError("iba: steps, n_noise and max_batch must be >= 1")
         if self.beta < 0 or self.lr <= 0 or self.min_std <= 0 or self.sigma < 0:
             raise ConfigError("iba: beta and sigma must be >= 0; lr and min_std must be > 0")
-
-
-class _StopForwardError(Exception):
-    """Raised by the statistics hook to stop the forward pass after the bottleneck layer."""
 
 
 def _draw_seeds(generator: torch.Generator | None, n: int) -> list[int]:
@@ -128,12 +133,16 @@ class Iba(SaliencyMethod):
 
     def __init__(self, model: nn.Module, context: MethodContext, params: MethodParams | None = None) -> None:
         super().__init__(model, context, params)
-        if context.target_layer is None:
-            raise ConfigError("iba: the method context needs a target_layer")
+        self.layer = require_layer(self.name, model, context.target_layer)
+        self.layout = feature_layout(model, self.layer)
         self.feature_mean: torch.Tensor | None = None
         self.feature_std: torch.Tensor | None = None
         self.active: torch.Tensor | None = None
         self.n_fitted = 0
+
+    def check_applies(self, example: torch.Tensor) -> None:
+        """:class:`NotApplicableError` unless the target layer outputs a grid for ``example``."""
+        check_grid(self.name, self.model, self.layer, example)
 
     def prepare(self, preparation: Preparation) -> None:
         """Estimate the feature statistics over every evaluated image (:meth:`fit`)."""
@@ -143,34 +152,28 @@ class Iba(SaliencyMethod):
     def fit(self, batches: Iterable[torch.Tensor]) -> None:
         """Estimate per-feature (C,h,w) mean, std (unbiased) and activity over all images of ``batches``.
 
+        Features are the target layer's output as a grid (:func:`~salbench.methods.spatial.to_grid`).
         Streaming: batch moments are merged with Chan et al.'s parallel update in float64.
+
+        Raises:
+            NotApplicableError: the target layer's output is no grid.
         """
         p: IbaParams = self.params  # type: ignore[assignment]
         n, mean, m2, nonzero = 0, None, None, None
-        captured: list[torch.Tensor] = []
-
-        def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
-            captured.append(out.detach())
-            raise _StopForwardError
-
-        with model_mode(self.model, False), removable_hooks() as handles:
-            handles.append(self.context.target_layer.register_forward_hook(hook))  # type: ignore[union-attr]
-            for batch in batches:
-                images = batch[0] if isinstance(batch, (tuple, list)) else batch
-                captured.clear()
-                with contextlib.suppress(_StopForwardError):
-                    self.model(images)
-                x = captured[0].double()
-                b, bmean = x.shape[0], x.mean(0)
-                bm2 = ((x - bmean) ** 2).sum(0)
-                if mean is None:
-                    mean, m2, nonzero = bmean, bm2, (x != 0).sum(0)
-                else:
-                    delta = bmean - mean
-                    mean = mean + delta * b / (n + b)
-                    m2 = m2 + bm2 + delta**2 * n * b / (n + b)
-                    nonzero = nonzero + (x != 0).sum(0)
-                n += b
+        for batch in batches:
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            out = layer_output(self.model, self.layer, images)
+            x = to_grid(self.name, self.model, self.layer, out, tuple(images.shape[-2:])).double()
+            b, bmean = x.shape[0], x.mean(0)
+            bm2 = ((x - bmean) ** 2).sum(0)
+            if mean is None:
+                mean, m2, nonzero = bmean, bm2, (x != 0).sum(0)
+            else:
+                delta = bmean - mean
+                mean = mean + delta * b / (n + b)
+                m2 = m2 + bm2 + delta**2 * n * b / (n + b)
+                nonzero = nonzero + (x != 0).sum(0)
+            n += b
         if n < 2:
             raise SalbenchError(f"iba: fit needs at least 2 images, got {n}")
         self.feature_mean = mean.float()
@@ -208,8 +211,10 @@ class Iba(SaliencyMethod):
         alpha = torch.full((B, *mean.shape), p.init_alpha, device=dev, requires_grad=True)
         optimizer = torch.optim.Adam([alpha], lr=p.lr)
         state: dict[str, torch.Tensor] = {}
+        size = tuple(images.shape[-2:])
 
-        def bottleneck(_m: nn.Module, _i: object, r: torch.Tensor) -> torch.Tensor:
+        def bottleneck(_m: nn.Module, _i: object, out: torch.Tensor) -> torch.Tensor:
+            r = to_grid(self.name, self.model, self.layer, out, size)  # (B*K,C,h,w)
             if r.shape[1:] != mean.shape:
                 raise SalbenchError(
                     f"iba: layer output {tuple(r.shape[1:])} differs from fit {tuple(mean.shape)}"
@@ -220,11 +225,11 @@ class Iba(SaliencyMethod):
             noise = torch.cat([torch.randn((K, *mean.shape), generator=g, device=dev) for g in gens])
             lam_k = lam.repeat_interleave(K, dim=0)
             z = lam_k * r + (1 - lam_k) * (std * noise + mean)
-            return z * active
+            return from_grid(z * active, out, self.layout)
 
         expanded = images.repeat_interleave(K, dim=0)
         with removable_hooks() as handles:
-            handles.append(self.context.target_layer.register_forward_hook(bottleneck))  # type: ignore[union-attr]
+            handles.append(self.layer.register_forward_hook(bottleneck))
             for _ in range(p.steps):
                 optimizer.zero_grad()
                 logits = self.model(expanded).float()

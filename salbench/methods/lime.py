@@ -27,6 +27,7 @@ from torch import nn
 from salbench.errors import ConfigError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
 from salbench.saliency import minmax_per_image
+from salbench.scaling import scaled_length
 from salbench.scoped import model_mode
 
 DISTANCES = ("input_euclidean", "binary_cosine", "binary_euclidean")
@@ -62,7 +63,8 @@ class LimeParams(MethodParams):
             baseline, the dataset mean colour) or ``"superpixel_mean"`` (``lime``'s ``hide_color=None``).
         include_original: force the first sample to all-ones (``lime`` does; captum does not).
         score: model output regressed: target ``"logits"`` (captum on the raw model) or ``"probs"``.
-        kernel_size, max_dist, ratio: ``skimage.segmentation.quickshift`` parameters.
+        kernel_size, max_dist, ratio: ``skimage.segmentation.quickshift`` parameters; the two lengths
+            are pixels at inputs of 112 pixels and more, scaled below (:meth:`Lime.segment`).
         segment_on: segment the de-normalised ``"pixels"`` (clipped to [0, 1]) or the
             ``"normalised"`` tensor (what the study's code passed to quickshift).
         max_batch: most perturbed images pushed through the model at once.
@@ -186,11 +188,23 @@ class Lime(SaliencyMethod):
         super().__init__(model, context, params)
 
     def segment(self, images: torch.Tensor, seeds: Sequence[int]) -> list[np.ndarray]:
-        """Quickshift superpixels of normalised ``images`` (N,C,H,W) -> N label maps (H,W) int64."""
+        """Quickshift superpixels of normalised ``images`` (N,C,H,W) -> N label maps (H,W) int64.
+
+        ``kernel_size`` and ``max_dist`` are used as given on inputs of 112 pixels and more, scaled by
+        ``min(H, W) / 112`` below (``kernel_size`` at least 1, quickshift's minimum;
+        :mod:`salbench.scaling`), so a 28 x 28 image gets about as many superpixels as the embedded
+        default's 112 x 112 images instead of one or two.
+        """
         p: LimeParams = self.params  # type: ignore[assignment]
+        kernel_size, max_dist = self.segmentation_lengths(tuple(images.shape[-2:]))
         src = self.context.denormalize(images).clamp(0, 1) if p.segment_on == "pixels" else images
         arr = src.detach().permute(0, 2, 3, 1).cpu().double().numpy()
-        return [quickshift_segments(a, p.kernel_size, p.max_dist, p.ratio, s) for a, s in zip(arr, seeds)]
+        return [quickshift_segments(a, kernel_size, max_dist, p.ratio, s) for a, s in zip(arr, seeds)]
+
+    def segmentation_lengths(self, size: tuple[int, int]) -> tuple[float, float]:
+        """Quickshift's ``(kernel_size, max_dist)`` in pixels for inputs of ``size`` (see :meth:`segment`)."""
+        p: LimeParams = self.params  # type: ignore[assignment]
+        return scaled_length(p.kernel_size, size, minimum=1.0), scaled_length(p.max_dist, size)
 
     @torch.no_grad()
     def _scores(

@@ -60,6 +60,7 @@ from salbench.metrics.perturbation import (
     pixel_order,
     pixel_ranks,
 )
+from salbench.scaling import blur_at_size
 
 logger = logging.getLogger(__name__)
 
@@ -298,12 +299,10 @@ def _assemble(probs: np.ndarray, starts: np.ndarray, valid: np.ndarray, steps: i
     masked = np.full(n, np.nan)
     masked[valid] = probs[:nv]
     inner = probs[nv:].reshape(2, nv, steps - 1)
-    deletion = np.full((n, steps + 1), np.nan)
-    insertion = np.full((n, steps + 1), np.nan)
+    deletion, insertion = np.full((2, n, steps + 1), np.nan)
     deletion[:, 0], deletion[:, -1] = starts[:, 0], starts[:, 2]
     insertion[:, 0], insertion[:, -1] = starts[:, 1], starts[:, 0]
-    deletion[valid, 1:-1] = inner[0]
-    insertion[valid, 1:-1] = inner[1]
+    deletion[valid, 1:-1], insertion[valid, 1:-1] = inner
     return {"masked": masked, "deletion_curve": deletion, "insertion_curve": insertion, "skipped": ~valid}
 
 
@@ -323,7 +322,8 @@ def _terms(base: np.ndarray, masked: np.ndarray, out: Mapping[str, np.ndarray], 
 @dataclasses.dataclass(frozen=True)
 class RecognitionParams(MetricParams):
     """Settings of :func:`recognition_scores` shared by the five recognition metrics (acml2024 defaults;
-    the reference protocol decides AI's near ties with ``ai_rule: tolerant``)."""
+    the reference protocol decides AI's near ties with ``ai_rule: tolerant``); the group blurs at the
+    input's size (below 112 pixels, the blur's lengths scale: :func:`salbench.scaling.blur_at_size`)."""
 
     step: int | None = None
     substrate: Substrate = "zero"
@@ -353,7 +353,7 @@ def _recognition(inputs: MetricInputs, params: RecognitionParams, wanted: frozen
         cache=inputs.cache,
         ids=inputs.ids if inputs.cache is not None else None,
         counter=inputs.counter,
-        **params.as_kwargs(),
+        **blur_at_size(params.as_kwargs(), tuple(inputs.images.shape[-2:])),
     )
 
 

@@ -40,14 +40,31 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def ssim_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM (Wang et al. 2004) of two (H,W) maps clipped to [0, 1]; ``data_range=1``, defaults."""
+    """Mean SSIM (Wang et al. 2004) of two (H,W) maps clipped to [0, 1]; ``data_range=1``, defaults.
+
+    Maps smaller than the 7 x 7 window use the largest odd window that fits (NaN below 3 x 3).
+    """
     a, b = (np.clip(np.asarray(m, np.float64), 0.0, 1.0) for m in (a, b))
-    return float(structural_similarity(a, b, data_range=1.0))
+    side = min(a.shape)
+    if side >= 7:
+        return float(structural_similarity(a, b, data_range=1.0))
+    win = side if side % 2 == 1 else side - 1
+    return float(structural_similarity(a, b, data_range=1.0, win_size=win)) if win >= 3 else float("nan")
 
 
 def hog_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of the HOG vectors (Dalal & Triggs 2005; :data:`HOG_PARAMS`) of two (H,W) maps."""
-    ha, hb = (hog(np.clip(np.asarray(m, np.float64), 0.0, 1.0), **HOG_PARAMS) for m in (a, b))
+    """Pearson correlation of the HOG vectors (Dalal & Triggs 2005; :data:`HOG_PARAMS`) of two (H,W) maps.
+
+    Maps smaller than one block (3 x 3 cells of 8 pixels, 24 pixels) use cells of ``min(H, W) // 3``
+    pixels, so that one block fits (NaN below 3 x 3).
+    """
+    params = dict(HOG_PARAMS)
+    side = min(np.shape(a))
+    if side < 24:
+        if side < 3:
+            return float("nan")
+        params["pixels_per_cell"] = (side // 3, side // 3)
+    ha, hb = (hog(np.clip(np.asarray(m, np.float64), 0.0, 1.0), **params) for m in (a, b))
     return _correlation(ha, hb, pearsonr)
 
 

@@ -32,6 +32,7 @@ from salbench.report.presentation import (
 )
 from salbench.report.results import (
     families,
+    not_applicable,
     presented,
     presented_higher_is_better,
     presented_intervals,
@@ -39,6 +40,8 @@ from salbench.report.results import (
 )
 
 _METHOD_IDS = ("family", "method", "label")
+NA_LABEL = " (not applicable)"
+"""Appended to the label of a method that does not apply to the model (its cells are missing)."""
 TITLES = {
     "table1": "Table 1. Fidelity per method (ground-truth targets)",
     "table2": "Table 2. Recognition metrics for ground-truth, predicted and least-likely targets",
@@ -165,15 +168,20 @@ def _column(frame: pd.DataFrame, key: str, group: str = "", short: str = "", lon
 
 
 def _method_rows(data: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
-    """Identifier columns + data, rows in the paper's order, rows without any value dropped."""
+    """Identifier columns + data, rows in the paper's order, rows without any value dropped; a method
+    generation found not applicable to the model gets a row of missing values labelled so."""
     data = data[data.notna().any(axis=1)]
+    skipped = [m for m in not_applicable(frame) if m not in data.index] if not data.empty else []
+    data = pd.concat([data, pd.DataFrame(np.nan, index=skipped, columns=data.columns)]) if skipped else data
     fam = families(frame)
     order = method_order(list(data.index), fam)
     ids = pd.DataFrame(
         {
             "family": [method_display(m, fam.get(m)).family for m in order],
             "method": order,
-            "label": [method_display(m, fam.get(m)).label for m in order],
+            "label": [
+                method_display(m, fam.get(m)).label + (NA_LABEL if m in skipped else "") for m in order
+            ],
         }
     )
     return pd.concat([ids, data.loc[order].reset_index(drop=True)], axis=1)

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from salbench.config import LABEL_SETS, PROTOCOLS, Config, resolve_config
 from salbench.errors import EXIT_USAGE, SalbenchError
 from salbench.registry import Registry
@@ -50,13 +52,37 @@ def common_parser(description: str, label_sets: bool = True) -> argparse.Argumen
     g.add_argument("--seed", type=int, help="seed of every random draw")
     g.add_argument("--threads", type=int, help="CPU threads for torch (0 = torch default)")
     g.add_argument("--overwrite", action="store_true", default=None, help="recompute completed outputs")
-    g.add_argument("--model", help="model id: embedded_resnet, embedded_vgg or a torchvision classifier")
-    g.add_argument("--weights", help="torchvision weights enum member, e.g. IMAGENET1K_V1 (read offline)")
-    g.add_argument("--checkpoint", help="local state-dict checkpoint (loaded with weights_only=True)")
-    g.add_argument("--data-kind", choices=["embedded", "imagenet", "imagefolder"], help="data source kind")
-    g.add_argument("--data-root", help="data root folder")
-    g.add_argument("--list-csv", help="image list: 'relative/path,label' lines")
-    g.add_argument("--annotations", help="folder of ILSVRC XML box files (<image stem>.xml)")
+    m = p.add_argument_group("model and its input ([key]: the config key a flag sets)")
+    m.add_argument(
+        "--model",
+        help="classifier: embedded_resnet, embedded_vgg, a torchvision name (resnet50), timm:<name> "
+        "(timm:vit_tiny_patch16_224), package.module:factory or path/to/file.py:factory",
+    )
+    m.add_argument(
+        "--weights", help="torchvision weights, e.g. IMAGENET1K_V1 (read offline; clears a checkpoint)"
+    )
+    m.add_argument("--checkpoint", help="local state dict (weights_only=True; clears a config's weights)")
+    m.add_argument(
+        "--model-kwargs",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="[model.kwargs] keyword arguments of the factory, timm.create_model or torchvision's "
+        "builder, values read as YAML (img_size=32 drop_rate=0.1)",
+    )
+    m.add_argument("--num-classes", type=int, help="[model.num_classes] the model's number of outputs")
+    m.add_argument("--target-layer", help="[model.target_layer] module path of the CAM/IBA layer: layer4[-1]")
+    m.add_argument("--data-kind", choices=["embedded", "imagenet", "imagefolder"], help="data source kind")
+    m.add_argument("--data-root", help="data root folder")
+    m.add_argument("--list-csv", help="image list: 'relative/path,label' lines (a header line is skipped)")
+    m.add_argument("--annotations", help="folder of ILSVRC XML box files (<image stem>.xml)")
+    m.add_argument(
+        "--class-index", help="[data.class_index] imagefolder: 'folder,index' lines or a JSON object"
+    )
+    m.add_argument("--channels", type=int, choices=[1, 3], help="[data.channels] 3: RGB, 1: grey")
+    m.add_argument("--input-size", type=int, help="[data.crop] side of the centre crop the model sees")
+    m.add_argument("--resize-size", type=int, help="[data.resize] side of the square resize before it")
+    m.add_argument("--mean", type=float, nargs="+", metavar="M", help="[data.mean] one per channel")
+    m.add_argument("--std", type=float, nargs="+", metavar="S", help="[data.std] one per channel")
     g.add_argument(
         "--progress",
         choices=["auto", "on", "off"],
@@ -80,11 +106,45 @@ _FLAG_KEYS: dict[str, tuple[str, str]] = {
     "model": ("model", "name"),
     "weights": ("model", "weights"),
     "checkpoint": ("model", "checkpoint"),
+    "model_kwargs": ("model", "kwargs"),
+    "num_classes": ("model", "num_classes"),
+    "target_layer": ("model", "target_layer"),
     "data_kind": ("data", "kind"),
     "data_root": ("data", "root"),
     "list_csv": ("data", "list_csv"),
     "annotations": ("data", "annotations"),
+    "class_index": ("data", "class_index"),
+    "channels": ("data", "channels"),
+    "input_size": ("data", "crop"),
+    "resize_size": ("data", "resize"),
+    "mean": ("data", "mean"),
+    "std": ("data", "std"),
 }
+"""Flag (argparse dest) -> (config section, key): a flag the user gave overrides that key."""
+
+_POSITIVE = ("batch_size", "max_batch", "num_classes", "input_size", "resize_size")
+"""Integer flags that must be >= 1 (0 would mean 'not given' in the config)."""
+
+
+def parse_kwargs(items: list[str], flag: str = "--model-kwargs") -> dict[str, Any]:
+    """``['img_size=32', 'drop_rate=0.1']`` -> ``{'img_size': 32, 'drop_rate': 0.1}`` (values read as YAML).
+
+    Raises:
+        SalbenchError: an item without ``=`` or a key, a value that is not YAML, a key given twice.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise SalbenchError(f"{flag} {item!r}: expected KEY=VALUE with KEY a Python identifier")
+        if key in out:
+            raise SalbenchError(f"{flag}: {key!r} is given twice")
+        try:
+            out[key] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            raise SalbenchError(f"{flag} {item!r}: the value is not a YAML value") from None
+    return out
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,16 +152,25 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, dict[str, Any]] = {}
     for attr, (section, key) in _FLAG_KEYS.items():
         value = getattr(args, attr, None)
+        if attr == "model_kwargs" and value is not None:
+            value = parse_kwargs(value)
         if value is not None:
             out.setdefault(section, {})[key] = value
+    model = out.get("model", {})
+    # torchvision weights and a local checkpoint exclude each other: the one given as a flag replaces
+    # the other from the config (a preset's weights, a --checkpoint of one's own)
+    if "checkpoint" in model and "weights" not in model:
+        model["weights"] = ""
+    elif "weights" in model and "checkpoint" not in model:
+        model["checkpoint"] = ""
     label_set = getattr(args, "label_set", None)
     if label_set is not None:
         out.setdefault("run", {})["label_sets"] = list(LABEL_SETS) if label_set == ALL else [label_set]
-    for name in ("batch_size", "max_batch", "limit", "threads"):
+    for name in (*_POSITIVE, "limit", "threads"):
         value = getattr(args, name, None)
-        if value is not None and value < (0 if name in ("limit", "threads") else 1):
+        if value is not None and value < (1 if name in _POSITIVE else 0):
             raise SalbenchError(
-                f"--{name.replace('_', '-')} must be {'>= 0' if name in ('limit', 'threads') else '>= 1'}"
+                f"--{name.replace('_', '-')} must be {'>= 1' if name in _POSITIVE else '>= 0'}"
             )
     return out
 

@@ -3,9 +3,8 @@
 For each label set, every complete map store is evaluated in fixed, aligned batches: the images of a
 batch are loaded once and every pending method is evaluated on them (so map-independent model passes,
 e.g. the insertion/deletion curve ends, are shared through a cache). Each (method, batch) result is
-written atomically as a part file, so a killed run resumes at the batch it stopped in; when a method is
-complete its parts are merged into ``<method>_<kind>.csv`` (+ ``<method>_curves.npz``) and its summary
-rows are upserted into ``results.csv``.
+written atomically as a part file, so a killed run resumes at the batch it stopped in; a complete
+method's parts become ``<method>_<kind>.csv`` (+ ``_curves.npz``), its summary rows go to results.csv.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from salbench.metrics import METRICS
 from salbench.progress import bar, counting_passes
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
+from salbench.stages.generate import not_applicable_reasons
 from salbench.stages.kinds import KINDS, Kind, compute_kind, make_state
 from salbench.stages.workspace import Workspace, open_workspace
 from salbench.stats import Bootstrap, summarise_means
@@ -324,6 +324,9 @@ def evaluate(
                 evaluated += 1
     if not evaluated:
         asked = f"the methods {', '.join(methods)}" if methods else "any method"
+        if methods and (skipped := not_applicable_reasons(ws, methods)):
+            print(f"nothing to evaluate: not applicable to {ws.cfg.model.name}: {skipped}")
+            return []
         raise DataError(
             f"nothing to evaluate: no complete map store of {asked} under {ws.layout.model_dir / 'maps'} "
             f"for label sets {', '.join(ws.cfg.run.label_sets)}; run generation first"

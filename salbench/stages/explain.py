@@ -3,9 +3,11 @@
 The images are preprocessed as the run's data kind would be (resize, centre crop, normalisation), the
 model of the config (or ``--model``/``--checkpoint``/``--weights``) explains them for ``--target`` (a
 class index or name; default: its top-1 prediction) with every ``--method`` under the protocol's
-parameters, and one row per image is drawn: the image, then each map as an overlay with a colorbar
-(clipped at the ``--clip`` percentile), titled with the target class and its probability. With
-``--metrics`` the metric values of each map are printed and written under its panel.
+parameters (:func:`salbench.methods.create_method`, as generation builds them), and one row per image
+is drawn: the image, then each map as an overlay with a colorbar (clipped at the ``--clip``
+percentile), titled with the target class and its probability. With ``--metrics`` the metric values of
+each map are printed and written under its panel. A method that does not apply to the model (e.g. a CAM
+without a spatial target layer) is skipped with one printed line.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import torch
 from PIL import Image
 
 from salbench.data.sources import class_names_for, preprocess_for
-from salbench.errors import ConfigError, DataError
-from salbench.methods import METHODS, MethodContext, build_params
+from salbench.errors import ConfigError, DataError, NotApplicableError
+from salbench.methods import METHODS, MethodContext, create_method
 from salbench.methods.base import Preparation
 from salbench.metrics import METRICS, Metric, MetricInputs, compute
 from salbench.metrics.base import GROUPS
+from salbench.models.inputs import model_input_spec
 from salbench.models.layers import resolve_target_layer
 from salbench.models.registry import build_model
 from salbench.report.figures import figure_explain
@@ -53,7 +56,8 @@ def _target(text: str | None, logits: torch.Tensor, names: tuple[str, ...]) -> t
 
 
 def _load(paths: list[str], preprocess) -> tuple[torch.Tensor, np.ndarray]:
-    """Normalised images (N,C,H,W) and their pixels (N,H,W,3) after resize and crop."""
+    """Normalised images (N,C,H,W) and their pixels (N,H,W,3) after resize and crop (a 1-channel
+    image is shown in grey)."""
     pixels = []
     for path in paths:
         try:
@@ -63,7 +67,8 @@ def _load(paths: list[str], preprocess) -> tuple[torch.Tensor, np.ndarray]:
         except (OSError, ValueError) as exc:
             raise DataError(f"image {path!r} cannot be read ({exc})") from None
     px = torch.stack(pixels)
-    return preprocess.normalize(px), px.permute(0, 2, 3, 1).numpy()
+    shown = px.expand(-1, 3, -1, -1) if px.shape[1] == 1 else px
+    return preprocess.normalize(px), shown.permute(0, 2, 3, 1).numpy()
 
 
 def _metric_notes(
@@ -92,7 +97,7 @@ def _run(args: argparse.Namespace, options: Options) -> int:
     runtime = setup_runtime(cfg.run)
     model, info = build_model(cfg.model)
     model = model.to(runtime.torch_device).eval()
-    pre = preprocess_for(cfg)
+    pre = preprocess_for(cfg, model_input_spec(cfg.model, model, int(info["num_classes"])))
     names = class_names_for(cfg, int(info["num_classes"]))
     x, pixels = _load(args.image, pre)
     x = x.to(runtime.torch_device)
@@ -110,8 +115,12 @@ def _run(args: argparse.Namespace, options: Options) -> int:
     maps: dict[str, torch.Tensor] = {}
     notes: dict[str, list[str]] = {}
     for method_id in args.method:
-        cls = METHODS.get(method_id)
-        method = cls(model, context, build_params(cls.params_cls, cfg.method_params(method_id), method_id))
+        try:
+            method = create_method(method_id, model, context, cfg.method_params(method_id))
+            method.check_applies(x[:1])
+        except NotApplicableError as exc:
+            print(f"{method_id}: not applicable, skipped: {exc}")
+            continue
         if method_id == "iba" and len(x) < 2:
             raise ConfigError("--method iba estimates feature statistics over the images: give two or more")
         method.prepare(preparation)

@@ -4,21 +4,31 @@ For each label set and method: targets come from stage 1, the map store at
 ``<root>/<model>/maps/<label_set>/<method>.zarr`` is opened (or resumed), and the pending rows are
 explained in fixed, aligned batches. Random draws are seeded per aligned batch (``seed``, method id,
 batch index), so a resumed run writes exactly the maps an uninterrupted run writes.
+
+A method that cannot apply to the model (a CAM or IBA without a spatial target layer, CASME without a
+masker for the architecture: :class:`~salbench.errors.NotApplicableError`, checked on the first image
+before any store is opened) is skipped with one recorded line: a warning in the log, the printed line
+``not applicable: <reason>``, ``<method>.not_applicable.json`` beside the map stores (reason, model,
+target layer) and a ``results.csv`` row ``metric = not_applicable``, ``value = 1`` that the report shows
+as "not applicable" (set to 0 when a later run finds the method applicable).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from salbench.config import config_to_dict
+from salbench.errors import ConfigError, NotApplicableError
 from salbench.methods import METHODS, SaliencyMethod
 from salbench.methods.deprocess import DEPROCESSORS
 from salbench.progress import bar, counting_passes
@@ -27,8 +37,14 @@ from salbench.stages.cli import Command, Options, config_from_args, configure_lo
 from salbench.stages.diagnostics import read_targets
 from salbench.stages.workspace import Workspace, open_workspace
 from salbench.store.maps import MapStore
+from salbench.store.outputs import write_json
+from salbench.store.results import upsert_results
 
 log = logging.getLogger(__name__)
+
+NOT_APPLICABLE = "not_applicable"
+"""``results.csv`` metric id of generation's record that a method does not apply to the run's model:
+value 1 (0 once a later run found it applicable), ``n_skipped`` the images it was asked to explain."""
 
 
 def build_method(ws: Workspace, method_id: str, overrides: Mapping[str, Any] | None = None) -> SaliencyMethod:
@@ -82,6 +98,8 @@ class GenerationRecord:
     seconds: float
     forward_rows: int
     backward_rows: int
+    not_applicable: str = ""
+    """Why the method was skipped ("" when it applies)."""
 
     @property
     def passes_per_image(self) -> float:
@@ -105,10 +123,15 @@ def generate(
     records = []
     bs = ws.cfg.run.batch_size
     n = len(ws.images)
+    example = ws.images.load(np.arange(1)).to(ws.runtime.device) if n else None
     for label_set in ws.cfg.run.label_sets:
         targets, _ = read_targets(ws.layout.diagnostics_csv, label_set, ws.images.ids)
         for method_id in method_ids:
-            method = ws.method(method_id, (overrides or {}).get(method_id))
+            method = applicable_method(ws, method_id, (overrides or {}).get(method_id), example)
+            if isinstance(method, NotApplicableError):
+                records.append(record_not_applicable(ws, label_set, method_id, str(method)))
+                continue
+            clear_not_applicable(ws, label_set, method.store_id)
             store = _open_store(ws, label_set, method)
             pending = store.pending()
             if len(pending) == 0:
@@ -145,6 +168,88 @@ def generate(
     return records
 
 
+def applicable_method(
+    ws: Workspace, method_id: str, overrides: Mapping[str, Any] | None, example: torch.Tensor | None
+) -> SaliencyMethod | NotApplicableError:
+    """``method_id`` built for the run, or the :class:`NotApplicableError` saying why it cannot apply
+    (raised when it is built or by its check on ``example``, (1,C,H,W), before any work)."""
+    try:
+        method = ws.method(method_id, overrides)
+        if example is not None:
+            method.check_applies(example)
+    except NotApplicableError as exc:
+        return exc
+    return method
+
+
+def _marker(ws: Workspace, label_set: str, method: str) -> Path:
+    path = ws.layout.maps(label_set, method)
+    return path.with_name(f"{method}.{NOT_APPLICABLE}.json")
+
+
+def _na_row(ws: Workspace, label_set: str, method: str, applies: bool) -> dict[str, Any]:
+    family = METHODS.get(method).family if method in METHODS else "unknown"
+    n = len(ws.images)
+    return {
+        "model": ws.cfg.model.name,
+        "dataset": ws.data.name,
+        "label_set": label_set,
+        "method": method,
+        "family": family,
+        "augmentation": ws.augmentation,
+        "variant": ws.variant,
+        "level": 0,
+        "metric": NOT_APPLICABLE,
+        "value": 0.0 if applies else 1.0,
+        "n_images": n if applies else 0,
+        "n_skipped": 0 if applies else n,
+        "higher_is_better": None,
+        "protocol": ws.cfg.run.protocol,
+        "checkpoint": ws.checkpoint_id,
+        "inputs": ws.model_id,
+    }
+
+
+def record_not_applicable(ws: Workspace, label_set: str, method_id: str, reason: str) -> GenerationRecord:
+    """Skip ``method_id`` for ``label_set``: one warning, the marker file and the ``results.csv`` row."""
+    log.warning("%s/%s: not applicable, skipped: %s", label_set, method_id, reason)
+    marker = {
+        "method": method_id,
+        "label_set": label_set,
+        "reason": reason,
+        "model": ws.cfg.model.name,
+        "model_id": ws.model_id,
+        "target_layer": ws.target_layer,
+        "protocol": ws.cfg.run.protocol,
+    }
+    path = _marker(ws, label_set, method_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, marker)
+    upsert_results(ws.layout.results_csv, [_na_row(ws, label_set, method_id, applies=False)])
+    return GenerationRecord(label_set, method_id, len(ws.images), 0, 0.0, 0, 0, not_applicable=reason)
+
+
+def not_applicable_reasons(ws: Workspace, methods: list[str] | tuple[str, ...]) -> str:
+    """``method (reason)`` of every asked method that generation recorded as not applicable to the model
+    for every label set of the run (``<method>.not_applicable.json`` markers); empty if any is missing."""
+    found = {}
+    for method in methods:
+        for label_set in ws.cfg.run.label_sets:
+            marker = _marker(ws, label_set, method)
+            if not marker.is_file():
+                return ""
+            found[method] = json.loads(marker.read_text()).get("reason", "")
+    return "; ".join(f"{m} ({r})" for m, r in found.items())
+
+
+def clear_not_applicable(ws: Workspace, label_set: str, method: str) -> None:
+    """A method recorded as not applicable by an earlier run applies now: marker removed, row set to 0."""
+    path = _marker(ws, label_set, method)
+    if path.is_file():
+        path.unlink()
+        upsert_results(ws.layout.results_csv, [_na_row(ws, label_set, method, applies=True)])
+
+
 def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
     method_ids = list(options.get("methods") or METHODS.names())
     p.add_argument(
@@ -171,13 +276,19 @@ def _run(args: argparse.Namespace, options: Options) -> int:
     for m in method_ids:
         if getattr(args, "deprocess", None) and "deprocess" in _fields(m):
             overrides[m]["deprocess"] = args.deprocess
-    if "casme" in method_ids:
-        from casme_utils.checkpoint import resolve_checkpoint
-
-        overrides["casme"]["checkpoint"] = getattr(args, "masker", None) or resolve_checkpoint(cfg)
     ws = open_workspace(cfg)
-    for r in generate(ws, method_ids, overrides):
-        if r.n_computed:
+    records = []
+    if "casme" in method_ids:
+        masker = casme_masker(ws, getattr(args, "masker", None))
+        if isinstance(masker, NotApplicableError):
+            method_ids = [m for m in method_ids if m != "casme"]
+            records += [record_not_applicable(ws, ls, "casme", str(masker)) for ls in cfg.run.label_sets]
+        else:
+            overrides["casme"]["checkpoint"] = masker
+    for r in [*records, *generate(ws, method_ids, overrides)]:
+        if r.not_applicable:
+            print(f"{r.label_set:12s} {r.method:32s} not applicable: {r.not_applicable}")
+        elif r.n_computed:
             print(
                 f"{r.label_set:12s} {r.method:32s} {r.n_computed:6d} maps "
                 f"{r.seconds_per_image * 1000:9.1f} ms/image {r.passes_per_image:8.1f} model passes/image"
@@ -186,6 +297,26 @@ def _run(args: argparse.Namespace, options: Options) -> int:
             print(f"{r.label_set:12s} {r.method:32s} complete, skipped")
     print(f"maps under {ws.layout.model_dir / 'maps'}")
     return 0
+
+
+def casme_masker(ws: Workspace, given: str | None) -> str | NotApplicableError:
+    """The CASME masker checkpoint of the run (``--masker``, ``methods.casme.checkpoint`` or the embedded
+    default), or why CASME does not apply: no masker given for a model whose architecture cannot be a
+    masker's encoder (``train-casme`` trains ResNet- and VGG-style classifiers only)."""
+    from casme_utils.architecture import feature_points
+    from casme_utils.checkpoint import resolve_checkpoint
+
+    try:
+        return given or resolve_checkpoint(ws.cfg)
+    except ConfigError as exc:
+        try:
+            feature_points(ws.model)
+        except ConfigError:
+            return NotApplicableError(
+                f"casme does not apply to {type(ws.model).__name__} without a masker: train-casme needs a "
+                "ResNet- or VGG-style encoder; give --masker (a masker trained on another encoder) to run it"
+            )
+        raise exc from None
 
 
 COMMAND = register(

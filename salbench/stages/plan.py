@@ -19,7 +19,7 @@ from salbench.errors import DataError
 from salbench.stages.cli import Command, Options, config_from_args, register
 from salbench.stages.generate import _fields
 from salbench.stages.pipeline import GT, Step, steps
-from salbench.store.layout import RunLayout, embedded_checkpoint
+from salbench.store.layout import RunLayout, embedded_checkpoint, model_folder
 from salbench.store.maps import MapStore
 
 _EVALUATED = {"recognition": None, "complexity": ("groundtruth",), "localization": ("groundtruth",)}
@@ -108,7 +108,9 @@ def plan_lines(cfg: Config, casme_checkpoint: str | None = None) -> list[str]:
         elif step.command == "diagnostics":
             model = _argv_value(step.argv, "--model") or cfg.model.name
             state = (
-                "done" if (layout.root / model / "diagnostics" / "diagnostics.csv").is_file() else "to run"
+                "done"
+                if (layout.root / model_folder(model) / "diagnostics" / "diagnostics.csv").is_file()
+                else "to run"
             )
         elif step.command == "train-casme":
             from casme_utils.checkpoint import resolve_checkpoint

@@ -17,6 +17,7 @@ Everything here is optional input: a missing file means "not computed in this ru
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -32,7 +33,7 @@ from salbench.report.figures import PER_IMAGE_COLUMNS, Figure1Inputs, pick_best_
 from salbench.report.presentation import paper_methods
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stats import DEFAULT_BOOTSTRAP, Bootstrap, percentile_intervals
-from salbench.store.layout import RunLayout
+from salbench.store.layout import RunLayout, model_folder
 from salbench.store.outputs import write_run_record
 from salbench.store.results import read_results
 
@@ -42,7 +43,7 @@ CURVES_SUFFIX = "_curves.npz"
 
 
 def evaluation_dir(root: Path, model: str, label_set: str) -> Path:
-    return Path(root) / model / "evaluation" / label_set
+    return Path(root) / model_folder(model) / "evaluation" / label_set
 
 
 def load_per_image(
@@ -152,13 +153,14 @@ def collect_manifests(root: str | Path) -> dict[str, Any]:
 
 
 def _pixels(source: Any, record: Any) -> np.ndarray:
-    """(H,W,3) pixels in [0,1] after the run's resize and crop (no normalisation)."""
+    """(H,W,3) pixels in [0,1] after the run's resize and crop (no normalisation; grey repeated)."""
     from PIL import Image
 
     try:
         with Image.open(record.path) as img:
             img.load()
-            return source.preprocess.pixels(img).numpy().transpose(1, 2, 0)
+            pixels = source.preprocess.pixels(img).numpy().transpose(1, 2, 0)
+            return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels  # grey shown as grey
     except (OSError, ValueError) as exc:
         raise DataError(f"{record.source}: image {str(record.path)!r} cannot be read ({exc})") from None
 
@@ -174,6 +176,20 @@ def _read_maps(path: Path, wanted: Sequence[str]) -> dict[str, np.ndarray]:
     except SalbenchError as exc:
         log.warning("figure 1: map store skipped (%s)", exc)
         return {}
+
+
+def _as_generated(cfg: Any, store: Path) -> Any:
+    """``cfg`` with the input preprocessing the maps of ``store`` were generated with (the resolved
+    ``channels``, ``resize``, ``crop``, ``mean``, ``std`` in its attrs), so pixels and maps align."""
+    from salbench.store.maps import MapStore
+
+    try:
+        data = MapStore.read_only(store).attrs.get("data") or {}
+    except SalbenchError:
+        return cfg
+    fields = {k: data[k] for k in ("channels", "resize", "crop") if isinstance(data.get(k), int)}
+    fields |= {k: tuple(data[k]) for k in ("mean", "std") if isinstance(data.get(k), list) and data[k]}
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **fields)) if fields else cfg
 
 
 def load_figure1_inputs(
@@ -197,7 +213,7 @@ def load_figure1_inputs(
     picks = pick_best_worst(rows)
     wanted = sorted({i for pair in picks.values() for i in pair})
     try:
-        data = open_data(cfg)
+        data = open_data(_as_generated(cfg, stores[0]))
         records = {r.image_id: r for r in data.records}
         images = {i: _pixels(data, records[i]) for i in wanted if i in records}
     except (SalbenchError, OSError) as exc:

@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
 from salbench.config import Config
 from salbench.data.images import FileImages, ImageSource
-from salbench.data.sources import DataSource, open_data
+from salbench.data.sources import DataSource, fit_to_model, open_data
+from salbench.data.transforms import InputSpec, key_name
 from salbench.errors import ConfigError, DataError
 from salbench.methods.base import METHODS, MethodContext, Preparation, SaliencyMethod, build_params
 from salbench.methods.deprocess import get_deprocessor
 from salbench.methods.gradients import GradientFamilyMethod
 from salbench.metrics import GROUPS
+from salbench.models.factory import first_line
+from salbench.models.inputs import model_input_spec
 from salbench.models.layers import get_submodule, resolve_target_layer
-from salbench.models.registry import EMBEDDED_MODELS, build_model
+from salbench.models.registry import EMBEDDED_MODELS, build_architecture, build_model
 from salbench.progress import progress as progress_bar
 from salbench.runtime import Runtime, keyed_generator, setup_runtime
+from salbench.scoped import model_mode
 from salbench.store.layout import RunLayout, embedded_checkpoint
 from salbench.store.outputs import digest
+
+log = logging.getLogger(__name__)
 
 
 def with_default_checkpoint(cfg: Config) -> Config:
@@ -78,9 +84,14 @@ class Workspace:
 
     @property
     def images_id(self) -> str:
-        """Short digest of the image ids in order (and of materialised images' content, when known)."""
+        """Short digest of the image ids and labels in order (a class index or wnid mapping changes the
+        labels, not the ids) and of materialised images' content, when known."""
         return digest(
-            {"ids": self.images.ids, "content": getattr(self.images, "meta", {}).get("content_hash")}
+            {
+                "ids": self.images.ids,
+                "labels": [int(v) for v in self.images.labels],
+                "content": getattr(self.images, "meta", {}).get("content_hash"),
+            }
         )
 
     def generator(self, key: str, index: int = 0) -> torch.Generator:
@@ -160,7 +171,12 @@ def check_sections(cfg: Config) -> None:
 
 
 def open_workspace(cfg: Config, split: str | None = None) -> Workspace:
-    """Set up the runtime, open the data and build the model (eval mode, on the run device)."""
+    """Set up the runtime, open the data and build the model (eval mode, on the run device).
+
+    Before any work the data is fitted to the model and checked against it (:func:`fit_inputs`): the
+    workspace's config holds the resolved input (``data.resize``, ``crop``, ``mean``, ``std``), so every
+    split opened from it later is preprocessed the same way.
+    """
     check_sections(cfg)
     root = Path(cfg.run.output_root)
     if root.exists() and not root.is_dir():
@@ -169,8 +185,10 @@ def open_workspace(cfg: Config, split: str | None = None) -> Workspace:
     runtime = setup_runtime(cfg.run)
     data = open_data(cfg, split=split)
     model, info = build_model(cfg.model, num_classes=data.num_classes)
-    _check_labels(data, info["num_classes"], cfg.model.name)
+    inputs = model_input_spec(cfg.model, model, int(info["num_classes"]))
+    cfg, data = fit_inputs(cfg, data, inputs, info)
     model = model.to(runtime.torch_device)
+    check_forward(model, data, info, cfg.model.name, inputs)
     try:
         spec, layer = resolve_target_layer(model, cfg.model.target_layer)
     except ConfigError:
@@ -188,6 +206,36 @@ def open_workspace(cfg: Config, split: str | None = None) -> Workspace:
     )
 
 
+def fit_inputs(
+    cfg: Config, data: DataSource, spec: InputSpec, info: dict[str, Any]
+) -> tuple[Config, DataSource]:
+    """The data fitted to the model (:func:`~salbench.data.sources.fit_to_model`: labels mapped to its
+    outputs, input resolved as config > the model's ``spec`` > data kind), its labels checked against the
+    model's outputs, and the config with the resolved input written into ``data`` (so it is recorded in
+    manifests and every split opened from it is preprocessed alike).
+
+    Raises:
+        DataError: class folders or labels that are not outputs of the model.
+        ConfigError: input values that do not fit together.
+    """
+    data = fit_to_model(data, cfg, spec, cfg.model.name)
+    _check_labels(data, info["num_classes"], cfg.model.name)
+    p = data.preprocess
+    resolved = dataclasses.replace(cfg.data, resize=p.resize, crop=p.crop, mean=p.mean, std=p.std)
+    log.debug(
+        "input of %s: %d channel(s), resize %d, crop %d, mean %s, std %s (%s); classes: %s",
+        cfg.model.name,
+        p.channels,
+        p.resize,
+        p.crop,
+        list(p.mean),
+        list(p.std),
+        ", ".join(f"{k} from {v}" for k, v in data.input_from.items()),
+        data.class_names_source,
+    )
+    return dataclasses.replace(cfg, data=resolved), data
+
+
 def _check_labels(data: DataSource, num_classes: int, model: str) -> None:
     """Every listed label must be an output of the model (a 10-class model cannot score label 999)."""
     bad = next((r for r in data.records if not 0 <= r.label < num_classes), None)
@@ -196,6 +244,65 @@ def _check_labels(data: DataSource, num_classes: int, model: str) -> None:
             f"{bad.source}: label {bad.label} of image {bad.image_id!r} is not a class of model {model!r} "
             f"({num_classes} outputs)"
         )
+
+
+@torch.no_grad()
+def check_forward(
+    model: nn.Module, data: DataSource, info: dict[str, Any], name: str, spec: InputSpec
+) -> None:
+    """One forward pass of a zero image of the resolved input shape ``(1, C, crop, crop)``: the model
+    must accept it and return ``(1, num_classes)`` logits. A failure is one line naming the flag to
+    change: a ViT built for another side, a first convolution for other channels, another class count.
+
+    Raises:
+        ConfigError: naming the model, the input and the config key/flag.
+    """
+    pre = data.preprocess
+    shape = (1, pre.channels, pre.crop, pre.crop)
+    device = next(iter(model.parameters()), torch.zeros(0)).device
+    try:
+        with model_mode(model, False), torch.random.fork_rng(devices=[]):
+            out = model(torch.zeros(shape, device=device))
+    except Exception as exc:  # a user's model may raise anything
+        raise ConfigError(_input_mismatch(name, spec, data) or _failed(name, shape, exc)) from None
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(
+            f"model {name!r} returns a {type(out).__name__} for a {shape} input, not a logits tensor"
+        )
+    n = int(info["num_classes"])
+    if tuple(out.shape) != (1, n):
+        raise ConfigError(
+            f"model {name!r} returns logits of shape {tuple(out.shape)} for a {shape} input, expected "
+            f"(1, {n}): set {key_name('model.num_classes')} to its number of outputs"
+        )
+
+
+def _input_mismatch(name: str, spec: InputSpec, data: DataSource) -> str:
+    """Why the model refused the input, when its specification says so ('' when it does not)."""
+    pre = data.preprocess
+    if spec.fixed_size and spec.fixed_size != pre.crop:
+        return (
+            f"model {name!r} takes {spec.fixed_size}x{spec.fixed_size} inputs only ({spec.fixed_size_from}) "
+            f"but the crop is {pre.crop} ({key_name('data.crop')}, from {data.input_from.get('crop')}): "
+            f"give --input-size {spec.fixed_size}, or build the model for {pre.crop} (e.g. --model-kwargs "
+            f"img_size={pre.crop})"
+        )
+    if spec.channels and spec.channels != pre.channels:
+        hint = f"give --channels {spec.channels}" if spec.channels in (1, 3) else "salbench reads 1 or 3"
+        grey = " with one-value --mean and --std" if spec.channels == 1 else ""
+        return (
+            f"model {name!r} takes {spec.channels}-channel input (its first convolution "
+            f"{spec.first_conv!r} has in_channels {spec.channels}) but {key_name('data.channels')} is "
+            f"{pre.channels}: {hint}{grey}"
+        )
+    return ""
+
+
+def _failed(name: str, shape: tuple[int, ...], exc: BaseException) -> str:
+    return (
+        f"model {name!r} fails on a {shape} input ({first_line(exc)}); check {key_name('data.channels')}, "
+        f"{key_name('data.crop')} and {key_name('data.resize')}"
+    )
 
 
 class MethodExplainer:
@@ -248,8 +355,7 @@ class MethodExplainer:
 
 
 def fresh_model(ws: Workspace) -> nn.Module:
-    """A randomly initialised model of the run's architecture and class count (draws from the global RNG)."""
-    n, name = int(ws.model_info["num_classes"]), ws.cfg.model.name
-    if name in EMBEDDED_MODELS:
-        return EMBEDDED_MODELS.get(name)(n)
-    return torchvision.models.get_model(name, weights=None, num_classes=n)
+    """A randomly initialised model of the run's architecture and class count (draws from the global RNG),
+    built as the run's model is (:func:`~salbench.models.registry.build_architecture`: embedded,
+    torchvision, timm or a user's factory, with ``model.kwargs``)."""
+    return build_architecture(ws.cfg.model, int(ws.model_info["num_classes"]))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 from pathlib import Path
 
 from salbench.config import Config
@@ -34,7 +36,7 @@ class RunLayout:
 
     @property
     def model_dir(self) -> Path:
-        return self.root / self.model
+        return self.root / model_folder(self.model)
 
     @property
     def diagnostics_dir(self) -> Path:
@@ -57,6 +59,19 @@ class RunLayout:
     @property
     def report_dir(self) -> Path:
         return self.root / "report"
+
+
+def model_folder(name: str) -> str:
+    """The folder of a model under the output root: its id, or for a ``path/to/file.py:factory`` /
+    ``package.module:factory`` / ``timm:<name>`` id a name that stays inside the root and is unique to
+    the id (``file.factory-<8 hex of the id's SHA-256>``)."""
+    parts = name.split("/")
+    if all(re.fullmatch(r"[A-Za-z0-9_.-]+", p) and p not in (".", "..") for p in parts):
+        return name  # a model id, or a relative folder of one (an augmented variant's sub-run)
+    where, _, attr = name.rpartition(":")
+    stem = Path(where.replace("\\", "/")).name.removesuffix(".py") if where else ""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}.{attr}" if stem else attr).strip("._") or "model"
+    return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def embedded_checkpoint(cfg: Config) -> Path:
