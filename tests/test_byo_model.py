@@ -330,3 +330,21 @@ def test_torchvision_kwargs_reach_the_builder():
     model, info = build_model(ModelConfig(name="squeezenet1_1", num_classes=4, kwargs={"dropout": 0.25}))
     assert info["entry_point"] == "torchvision" and info["kwargs"] == {"dropout": 0.25}
     assert model.classifier[0].p == 0.25
+
+
+def test_safetensors_checkpoint_loads_and_a_damaged_one_is_one_line(tmp_path):
+    """timm / Hugging Face weights come as .safetensors: read without unpickling, the same state."""
+    from safetensors.torch import save_file
+
+    from salbench.errors import DataError
+    from salbench.models.registry import load_checkpoint
+
+    state = {"conv.weight": torch.arange(12.0).reshape(3, 4), "fc.bias": torch.ones(2)}
+    save_file(state, str(tmp_path / "w.safetensors"))
+    loaded, meta = load_checkpoint(tmp_path / "w.safetensors")
+    assert meta == {} and set(loaded) == set(state)
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(DataError, match=r"^checkpoint '.*bad\.safetensors' cannot be loaded safely: ") as err:
+        load_checkpoint(tmp_path / "bad.safetensors")
+    assert "\n" not in str(err.value)

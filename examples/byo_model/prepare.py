@@ -1,11 +1,11 @@
 """Stand-in for a researcher's own data and training: a 32x32 ImageFolder and a trained checkpoint.
 
 Writes ``<out>/train/<class>/*.png`` and ``<out>/eval/<class>/*.png`` (the embedded benchmark's shapes
-drawn at 32x32, ten classes) and ``<out>/tiny_cnn.pt`` (a plain state dict of
+drawn at 32x32, ten classes; ``--size 28`` resizes them) and ``<out>/tiny_cnn.pt`` (a plain state dict of
 :class:`tiny_cnn.TinyCNN` trained on them with a plain PyTorch loop). ``--channels 1`` writes grey
 images and a one-channel model, as for MNIST-like data.
 
-Usage: ``python examples/byo_model/prepare.py --out /tmp/byo [--channels 1] [--epochs 12]``
+Usage: ``python examples/byo_model/prepare.py --out /tmp/byo [--channels 1 --size 28] [--epochs 12]``
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tiny_cnn import make_model
 from salbench.data.embedded import BenchmarkSpec, generate_benchmark
 
 
-def image_folder(bench: Path, split: str, out: Path, channels: int) -> None:
+def image_folder(bench: Path, split: str, out: Path, channels: int, size: int) -> None:
     """``<bench>/<split>.csv`` rows -> ``<out>/<split>/<class name>/<id>.png``."""
     names = (bench / "classes.txt").read_text().split()
     for line in (bench / f"{split}.csv").read_text().splitlines():
@@ -34,7 +34,10 @@ def image_folder(bench: Path, split: str, out: Path, channels: int) -> None:
         target = out / split / names[int(label)] / Path(rel).name
         target.parent.mkdir(parents=True, exist_ok=True)
         with Image.open(bench / rel) as img:
-            (img.convert("L") if channels == 1 else img.convert("RGB")).save(target)
+            img = img.convert("L") if channels == 1 else img.convert("RGB")
+            (img if img.size == (size, size) else img.resize((size, size), Image.Resampling.BILINEAR)).save(
+                target
+            )
 
 
 def load(folder: Path, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,6 +58,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--channels", type=int, choices=[1, 3], default=3)
+    p.add_argument("--size", type=int, default=32, help="image side (28: MNIST-like)")
     p.add_argument("--epochs", type=int, default=12)
     args = p.parse_args()
     bench = args.out / "_benchmark"
@@ -62,7 +66,7 @@ def main() -> None:
     generate_benchmark(bench, seed=0, spec=spec, progress=True)
     for split in ("train", "eval"):
         shutil.rmtree(args.out / split, ignore_errors=True)
-        image_folder(bench, split, args.out, args.channels)
+        image_folder(bench, split, args.out, args.channels, args.size)
     torch.manual_seed(0)
     x, y = load(args.out / "train", args.channels)
     model = make_model(num_classes=10, channels=args.channels)

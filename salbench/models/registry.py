@@ -69,7 +69,8 @@ def entry_point(name: str) -> EntryPoint:
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load a state dict (and metadata, if the file has one) without unpickling arbitrary objects.
 
-    Accepts a bare state dict, or a dict with ``state_dict`` / ``model`` and optional ``meta``.
+    Accepts a bare state dict, or a dict with ``state_dict`` / ``model`` and optional ``meta``, read with
+    ``torch.load(weights_only=True)``; a ``.safetensors`` file (timm / Hugging Face) with safetensors.
 
     Raises:
         DataError: naming the file when it is missing or not a readable tensor checkpoint.
@@ -78,7 +79,12 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not p.is_file():
         raise DataError(f"checkpoint {str(p)!r} does not exist")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        if p.suffix == ".safetensors":  # timm / Hugging Face weights: tensors only, no code
+            from safetensors.torch import load_file
+
+            obj = load_file(str(p), device="cpu")
+        else:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt/unsafe files
         raise DataError(f"checkpoint {str(p)!r} cannot be loaded safely: {_load_failure(exc)}") from None
     if not isinstance(obj, Mapping):
