@@ -548,15 +548,16 @@ def test_a_control_as_good_as_the_median_informed_method_flags_the_metric(tmp_pa
     assert deletion["n_significantly_better"] == 1 and deletion["n_significantly_worse"] == 2  # vs Grad-CAM
     assert deletion["best_informed"] == "rise" and insertion["n_significantly_worse"] == 3
     assert not insertion["beats_median"]
-    # make Random as good as Score-CAM on deletion: the median -> flagged
+    # make Random as good as Score-CAM on deletion: better than 2 of 3 informed methods -> flagged
     better = per_image.copy()
     pick = better["method"] == "random"
     better.loc[pick, "deletion"] = better.loc[better["method"] == "scorecam", "deletion"].to_numpy() - 0.001
     flagged = control_checks(better, frame).set_index("metric").loc["deletion"]
-    assert flagged["beats_median"] and flagged["n_significantly_better"] == 2
+    assert flagged["beats_median"] and flagged["n_significantly_better"] == 2 and flagged["flagged"]
+    assert not deletion["flagged"]  # better than 1 of 3 informed methods: under half
     text = "\n".join(controls_section(better, frame, tmp_path, ""))
     assert "| Ground truth | D | Random |" in text
-    assert "Flagged as uninformative here: D." in text
+    assert "Flagged as uninformative here: Ground truth targets: D." in text
     assert pd.read_csv(tmp_path / "tables" / "metric_sanity.csv").shape[0] == 2
 
 
