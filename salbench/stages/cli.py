@@ -316,6 +316,7 @@ def load_commands() -> Registry[Command]:
         report,
         retraining,
         sanity,
+        submit,
     )
 
     return COMMANDS
