@@ -622,3 +622,24 @@ def test_report_prints_claim_statistics_and_tau_intervals(tmp_path):
     tau = pd.read_csv(tmp_path / "report" / "tables" / "rank_agreement.csv")
     assert len(tau) == 3 and (tau["ci_level"] == 0.95).all()
     assert (tau["ci_low"] <= tau["ci_high"]).all() and tau[["ci_low", "ci_high"]].notna().all().all()
+
+
+def test_the_augmentation_claim_counts_the_augmented_images():
+    """Claim 5 compares the augmented images (8 per variant here) with the explained ones (64): its
+    images, and the images it would need, are the augmented ones."""
+    from salbench.report.claims import judge_claims
+
+    rows = []
+    for method in ("fakecam", "gradcam"):
+        for metric in ("average_increase", "average_drop", "average_gain", "insertion", "deletion"):
+            rows.append(_row(method=method, metric=metric, value=0.5, std=0.2, n_images=64))
+            for variant, shift in (("seed32", 0.06), ("seed44", 0.08)):
+                rows.append(
+                    _row(method=method, metric=metric, value=0.5 + shift, std=0.2, n_images=8)
+                    | {"augmentation": "mixup", "variant": variant}
+                )
+    frame = pd.DataFrame(rows)
+    frame["augmentation"] = frame.get("augmentation").fillna("none")
+    frame["variant"] = frame.get("variant").fillna("none")
+    five = judge_claims(frame, None, Bootstrap(resamples=100))[4]
+    assert five.n_images == 8 and five.holds is not None

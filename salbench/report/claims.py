@@ -349,10 +349,12 @@ def judge_claims(
             result = CLAIMS[i](shifted, thresholds)
             margins[b, i], holds[b, i] = result.margin, bool(result.holds)
     z = float(stats.norm.ppf((1.0 + settings.level) / 2.0))
-    plain = frame["augmentation"] == "none"
-    n_images = int(np.nanmax(n_rows[plain.to_numpy()], initial=0)) if len(frame) else 0
+    plain = (frame["augmentation"] == "none").to_numpy()
+    # claim 5 rests on the augmented images (fewer than the explained ones), the others on the explained
+    n_of = {True: int(np.nanmax(n_rows[plain], initial=0)), False: int(np.nanmax(n_rows[~plain], initial=0))}
     judged = []
     for i, result in enumerate(point):
+        n_images = n_of[CLAIMS[i] is not claim_augmentation_shift]
         if i not in todo:
             judged.append(result)
             continue
