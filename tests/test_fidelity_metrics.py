@@ -124,6 +124,11 @@ def test_default_features_in_step_matches_study() -> None:
     assert default_features_in_step(224, 224) == 224 * 32
     assert default_features_in_step(112, 112) == 1792
     assert default_features_in_step(21, 21) == 63  # 3*441/63 = 21 groups, like 224x224
+    # 32x32 RGB: 1024*32/224 = 146.3 does not divide 3,072 entries (Quantus refuses it); the nearest
+    # divisor is 128 (24 groups); 28x28 grey: 112 divides 784 (7 groups); pixels at 224: 7 groups
+    assert default_features_in_step(32, 32) == 128 and 3 * 32 * 32 % 128 == 0
+    assert default_features_in_step(28, 28, channels=1) == 112
+    assert default_features_in_step(224, 224, grouping="pixels") == 7168
 
 
 def test_groups_follow_quantus_entry_order() -> None:

@@ -64,14 +64,19 @@ def uniform_baseline(low: float = 0.0, high: float = 1.0, per_channel: bool = Fa
     return draw
 
 
-def default_features_in_step(height: int, width: int) -> int:
-    """The study's group size 224*32 = 7168 at 224 x 224, scaled as the fraction 32/224 of H*W.
+def default_features_in_step(height: int, width: int, channels: int = 3, grouping: str = "entries") -> int:
+    """The study's group size 224*32 = 7168 at 224 x 224, scaled as the fraction 32/224 of H*W, then
+    moved to the nearest divisor of the grouped count (Quantus rejects a step that does not divide it).
 
     Quantus 0.6 counts *channel entries* (a one-channel map is broadcast to the C input channels), so
-    this gives ``ceil(C*H*W / step) = 7 C`` groups (21 for RGB) at every input size; with
-    ``grouping="pixels"`` (Quantus 0.5) it gives 7 groups.
+    this gives ``C*H*W / step = 7 C`` groups (21 for RGB) at 112 and 224, where the scaled size divides
+    exactly (nothing moves); at 32 x 32 RGB it gives 128 (24 groups, 146 does not divide 3,072); with
+    ``grouping="pixels"`` (Quantus 0.5) the count is H*W (7 groups at 224).
     """
-    return max(1, round(height * width * 32 / 224))
+    target = max(1, round(height * width * 32 / 224))
+    total = (channels if grouping == "entries" else 1) * height * width
+    small = [d for d in range(1, math.isqrt(total) + 1) if total % d == 0]
+    return min({*small, *(total // d for d in small)}, key=lambda d: (abs(d - target), d))
 
 
 def _correlate(x: np.ndarray, y: np.ndarray, kind: Correlation) -> np.ndarray:
@@ -220,7 +225,7 @@ def monotonicity(
     """
     _validate(images, maps, targets)
     n, c, h, w = images.shape
-    step = features_in_step if features_in_step is not None else default_features_in_step(h, w)
+    step = features_in_step if features_in_step is not None else default_features_in_step(h, w, c, grouping)
     if step < 1 or nr_samples < 1:
         raise ConfigError(f"features_in_step/nr_samples: must be >= 1, got {step}/{nr_samples}")
     a = maps.detach().to(torch.float64)
