@@ -5,22 +5,35 @@ diagnostics, every map store the pipeline's generation steps write (rows done of
 per-image evaluation file, then prints one line per step with what is done and what is missing. Whether
 a completed output still matches its inputs (model, maps, parameters) is checked by the stage itself
 when it runs: ``plan`` reports what is on disk.
+
+``salbench plan --costs [--n-images N]`` prints instead what the whole run costs from scratch: the model
+passes per stage and per method x metric group (:mod:`salbench.stages.costs`) and their estimated time
+on the run's device, measured with the run's model on a few calibration batches
+(:mod:`salbench.stages.calibration`), alone and divided over 8 and 64 such devices; the rows go to
+``<output_root>/plan_costs.csv`` too (``--no-write``: printed only).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
+
 from salbench.config import CONFIG_DIR, Config
-from salbench.errors import DataError
-from salbench.stages.cli import Command, Options, config_from_args, register
-from salbench.stages.generate import _fields
-from salbench.stages.pipeline import GT, Step, steps
+from salbench.errors import ConfigError, DataError
+from salbench.runtime import setup_runtime
+from salbench.stages import costs
+from salbench.stages.calibration import PlannedModel, Timing, calibrate, listed_images, plan_model
+from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
+from salbench.stages.costs import BACKWARD_COST, CostRow, Passes, cost_rows
+from salbench.stages.pipeline import Step, steps
 from salbench.store.layout import RunLayout, embedded_checkpoint, model_folder
 from salbench.store.maps import MapStore
+from salbench.store.outputs import write_csv
 
 _EVALUATED = {"recognition": None, "complexity": ("groundtruth",), "localization": ("groundtruth",)}
 """Evaluation kinds of the pipeline and the label sets each is run on (None: the run's label sets)."""
@@ -48,16 +61,13 @@ def _argv_value(argv: tuple[str, ...], flag: str) -> str | None:
 
 def expected_stores(cfg: Config, step: Step) -> Iterator[tuple[str, str]]:
     """``(label_set, store id)`` of every map store a generation step writes."""
-    label_sets = ("groundtruth",) if _argv_value(step.argv, "--label-set") == GT[1] else cfg.run.label_sets
-    listed = _argv_value(step.argv, "--method")
-    methods = [a for a in step.argv[step.argv.index("--method") + 1 :]] if listed else step.options["methods"]
-    deprocess = _argv_value(step.argv, "--deprocess")
-    for label_set in label_sets:
+    methods = [
+        costs.store_id(m, costs.method_params(cfg, m, overrides))
+        for m, overrides in costs.step_methods(cfg, step)
+    ]
+    for label_set in costs.step_label_sets(cfg, step):
         for method in methods:
-            if "deprocess" in _fields(method):
-                yield label_set, f"{method}_{deprocess or 'smoothgrad'}"
-            else:
-                yield label_set, method
+            yield label_set, method
 
 
 def store_status(layout: RunLayout, label_set: str, store_id: str) -> StoreStatus:
@@ -141,20 +151,245 @@ def plan_lines(cfg: Config, casme_checkpoint: str | None = None) -> list[str]:
     return lines
 
 
+COSTS_CSV = "plan_costs.csv"
+"""The cost plan's rows, written under the run's output root."""
+DEVICES = (1, 8, 64)
+"""Numbers of devices the estimated time is divided over."""
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as a reader sizes it: s, min, h or days."""
+    if seconds < 90:
+        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    days = seconds / 86400
+    return f"{days:.1f} days" if days < 100 else f"{days:,.0f} days"
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    """One (stage, method, group) of the cost plan: its rows summed (the variants of an augmentation).
+
+    Attributes:
+        units: explained images: images x label sets (x variants).
+        total: passes over all units.
+        seconds: estimated time on the calibrated device.
+    """
+
+    stage: str
+    method: str
+    group: str
+    units: int
+    total: Passes
+    seconds: float
+    note: str = ""
+
+    def per_unit(self, value: int) -> float:
+        return value / self.units if self.units else 0.0
+
+
+def summed(rows: list[CostRow], timing: Timing) -> list[Line]:
+    """Rows of the same (stage, method, group) summed, in first-seen order, each timed by ``timing``."""
+    keys: dict[tuple[str, str, str], list[CostRow]] = {}
+    for r in rows:
+        keys.setdefault((r.stage, r.method, r.group), []).append(r)
+    out = []
+    for (stage, method, group), same in keys.items():
+        total = Passes()
+        for r in same:
+            total = total + r.total
+        seconds = sum(timing.seconds(r.total, r.scale) for r in same)
+        out.append(Line(stage, method, group, sum(r.units for r in same), total, seconds, same[0].note))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CostReport:
+    """The cost plan of a run: its lines, the calibration and what the numbers rest on."""
+
+    cfg: Config
+    n_images: int
+    planned: PlannedModel
+    timing: Timing
+    lines: list[Line]
+
+    def frame(self) -> pd.DataFrame:
+        """One CSV row per line: passes per unit and in total, forward-equivalents, seconds."""
+        records = []
+        for ln in self.lines:
+            t = ln.total
+            records.append(
+                {
+                    "stage": ln.stage,
+                    "method": ln.method,
+                    "group": ln.group,
+                    "units": ln.units,
+                    "forward_per_unit": ln.per_unit(t.forward),
+                    "backward_per_unit": ln.per_unit(t.backward),
+                    "passes_per_unit": ln.per_unit(t.total),
+                    "forward_equivalents_per_unit": ln.per_unit(t.equivalents),
+                    "forward": t.forward,
+                    "backward": t.backward,
+                    "forward_equivalents": t.equivalents,
+                    "seconds": ln.seconds,
+                    "note": ln.note,
+                }
+            )
+        return pd.DataFrame.from_records(records)
+
+    def text(self) -> list[str]:
+        """The printed plan: a line per (stage, method, group), the stages with 1/8/64 devices, notes."""
+        p = self.planned
+        layer = f"{p.layer} ({p.shape.layer_channels} channels)" if p.layer else f"none ({p.shape.no_layer})"
+        h, w = p.shape.size
+        head = (
+            f"cost plan of salbench run: {self.cfg.model.name}, protocol {self.cfg.run.protocol}, "
+            f"{self.n_images:,} images x label sets {', '.join(self.cfg.run.label_sets)}; input "
+            f"{p.shape.channels}x{h}x{w}, target layer {layer}"
+        )
+        return [head, "", *self.table(), "", *self.stages(), *self.notes()]
+
+    def table(self) -> list[str]:
+        """One line per (stage, method, group): passes per unit, forward-equivalents in all, time."""
+        out = [
+            f"{'stage':44s} {'method':32s} {'group':13s} {'units':>9s} {'fwd':>7s} {'bwd':>6s} "
+            f"{'fwd-eq':>7s} {'total fwd-eq':>15s} {'time':>9s}"
+        ]
+        for ln in self.lines:
+            tot = ln.total
+            out.append(
+                f"{ln.stage[:44]:44s} {ln.method[:32]:32s} {ln.group:13s} {ln.units:9,d} "
+                f"{_number(ln.per_unit(tot.forward)):>7s} {_number(ln.per_unit(tot.backward)):>6s} "
+                f"{_number(ln.per_unit(tot.equivalents)):>7s} {tot.equivalents:15,d} "
+                f"{duration(ln.seconds):>9s}" + (f"  {ln.note}" if ln.note else "")
+            )
+        return out
+
+    def stages(self) -> list[str]:
+        """One line per pipeline step (the variants of the augmented stage together) and the total:
+        forward-equivalents and the time on 1, 8 and 64 devices."""
+        steps: dict[str, list[Line]] = {}
+        for ln in self.lines:
+            steps.setdefault(ln.stage.split(" (")[0], []).append(ln)
+        totals = [
+            (name, sum(x.total.equivalents for x in ls), sum(x.seconds for x in ls))
+            for name, ls in steps.items()
+        ]
+        totals.append(("total", sum(x[1] for x in totals), sum(x[2] for x in totals)))
+        out = [f"{'stage':44s} {'total fwd-eq':>16s} " + " ".join(f"{self.devices(k):>12s}" for k in DEVICES)]
+        for name, eq, seconds in totals:
+            out.append(f"{name:44s} {eq:16,d} " + " ".join(f"{duration(seconds / k):>12s}" for k in DEVICES))
+        return out
+
+    def devices(self, k: int) -> str:
+        """``1 GPU``, ``8 GPUs`` (``CPU`` when calibrated on the CPU)."""
+        unit = "GPU" if self.timing.device.startswith("cuda") else "CPU"
+        return f"{k} {unit}" + ("s" if k > 1 else "")
+
+    def notes(self) -> list[str]:
+        """What the numbers rest on, wrapped at 110 characters."""
+        t = self.timing
+        model = self.planned.stand_in or f"{self.cfg.model.name} with its weights"
+        notes = [
+            f"calibration on {t.device}, batch {t.batch_size} (best of {t.batches} after a warm-up), "
+            f"{model}: forward {t.forward_s * 1000:.3g} ms/image, forward+backward "
+            f"{t.forward_backward_s * 1000:.3g} ms/image",
+            "units: images x label sets (x variants). fwd, bwd: forward and backward rows per unit as "
+            "salbench.scoped.count_passes counts them (generation prints fwd + bwd as 'model passes/image'); "
+            f"fwd-eq = fwd + {BACKWARD_COST} x bwd (a backward costs about two forwards)",
+            "time: a fwd paired with a bwd at the forward+backward time, other fwd at the forward time, "
+            "resized variants by their pixel count; K GPUs (CPUs): the time / K, every stage sharded over "
+            "torchrun processes. Not included: data loading, non-model work (LIME's surrogates, IBA's "
+            "feature statistics, RISE's masks), training (embedded classifiers, CASME), the embedded VGG's "
+            "diagnostics",
+        ]
+        return ["", *(line for note in notes for line in textwrap.wrap(note, 110, subsequent_indent="  "))]
+
+
+def cost_report(
+    cfg: Config,
+    n_images: int | None = None,
+    *,
+    casme_checkpoint: str | None = None,
+    augment_label_sets: tuple[str, ...] = ("groundtruth",),
+    batches: int = 2,
+) -> CostReport:
+    """The cost plan of ``salbench run`` with ``cfg`` on ``n_images`` images (None: the run's list).
+
+    Raises:
+        DataError: ``n_images`` is None and the run's images cannot be listed.
+    """
+    if n_images is None:
+        try:
+            n_images = listed_images(cfg)
+        except DataError as exc:
+            raise DataError(f"cannot count the run's images ({exc}); give --n-images N") from None
+    runtime = setup_runtime(cfg.run)
+    planned = plan_model(cfg, runtime.device)
+    timing = calibrate(planned.model, planned.shape, runtime.device, cfg.run.batch_size, batches)
+    rows = cost_rows(cfg, planned.shape, n_images, casme_checkpoint, augment_label_sets)
+    return CostReport(cfg, n_images, planned, timing, summed(rows, timing))
+
+
 def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
     p.add_argument("--casme-checkpoint", help="CASME masker for non-embedded data (as for salbench run)")
+    c = p.add_argument_group("costs")
+    c.add_argument(
+        "--costs",
+        action="store_true",
+        help="model passes and estimated time of the whole run, per stage and method x metric group",
+    )
+    c.add_argument("--n-images", type=int, help="plan for N images instead of the run's image list")
+    c.add_argument(
+        "--calibration-batches", type=int, default=2, help="timed batches per measurement (after a warm-up)"
+    )
+    c.add_argument("--no-write", action="store_true", help="print only (no <output_root>/plan_costs.csv)")
 
 
 def _run(args: argparse.Namespace, options: Options) -> int:
     if args.config is None:
         args.config = str(CONFIG_DIR / "embedded.yaml")
+    given = [f for f, v in (("--n-images", args.n_images), ("--no-write", args.no_write)) if v]
+    if given and not args.costs:
+        raise ConfigError(f"{given[0]} goes with --costs")
+    if args.n_images is not None and args.n_images < 1:
+        raise ConfigError(f"--n-images must be >= 1, got {args.n_images}")
+    if args.calibration_batches < 1:
+        raise ConfigError(f"--calibration-batches must be >= 1, got {args.calibration_batches}")
     cfg = config_from_args(args)
-    print("\n".join(plan_lines(cfg, args.casme_checkpoint)))
+    if not args.costs:
+        print("\n".join(plan_lines(cfg, args.casme_checkpoint)))
+        return 0
+    configure_logging(args.verbose)
+    report = cost_report(
+        cfg,
+        args.n_images,
+        casme_checkpoint=args.casme_checkpoint,
+        augment_label_sets=tuple(cfg.run.label_sets) if args.label_set else ("groundtruth",),
+        batches=args.calibration_batches,
+    )
+    print("\n".join(report.text()))
+    if not args.no_write:
+        path = Path(cfg.run.output_root) / COSTS_CSV
+        write_csv(path, report.frame())
+        print(f"written: {path}")
     return 0
 
 
 COMMAND = register(
-    Command("plan", "what `salbench run` would still compute (reads the run folder only)", _arguments, _run)
+    Command(
+        "plan",
+        "what `salbench run` would still compute (reads the run folder only); --costs: passes and time",
+        _arguments,
+        _run,
+    )
 )
 
 
