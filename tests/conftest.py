@@ -55,16 +55,17 @@ def imagenet_fixture(tmp_path: Path) -> Path:
     return make_imagenet(tmp_path)
 
 
-def make_imagenet(tmp_path: Path) -> Path:
-    """Write the :func:`imagenet_fixture` files under ``tmp_path/imagenet`` and return that folder."""
+def make_imagenet(tmp_path: Path, n_images: int = 6) -> Path:
+    """Write the :func:`imagenet_fixture` files (``n_images`` of them; widths cycle through six sizes)
+    under ``tmp_path/imagenet`` and return that folder."""
     root = tmp_path / "imagenet"
     (root / "val").mkdir(parents=True)
     (root / "boxes").mkdir()
     rng = np.random.default_rng(0)
     lines = []
-    for i in range(6):
+    for i in range(n_images):
         stem = f"ILSVRC2012_val_{i + 1:08d}"
-        w, h = 80 + 8 * i, 64
+        w, h = 80 + 8 * (i % 6), 64
         arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
         Image.fromarray(arr).save(root / "val" / f"{stem}.png")
         write_xml(root / "boxes" / f"{stem}.xml", stem, w, h, [(4, 6, w // 2, h - 10)])

@@ -7,6 +7,10 @@ workspace (same model, config and results file; its own diagnostics, map stores 
 that folder), and the ordinary stages run on it: base probabilities are recomputed on the transformed
 images by the diagnostics stage, maps are generated for the ground-truth targets, and recognition rows
 land in ``results.csv`` with ``augmentation`` and ``variant`` filled.
+
+Under ``torchrun`` rank 0 materialises each variant's images while the others wait and then read them;
+the variant's diagnostics and maps are then shared out over the ranks by those stages (each rank its
+contiguous, chunk-aligned shard of rows), and rank 0 alone writes the summary and prints.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from salbench.data.augmentations import (
 from salbench.data.images import ArrayImages, save_array_images
 from salbench.errors import ConfigError
 from salbench.progress import progress as progress_bar
+from salbench.runtime import distributed, rank_zero_first, world_info
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import run_diagnostics
 from salbench.stages.evaluate import evaluate
@@ -123,10 +128,13 @@ def variant_workspace(
 def run_generate(
     ws: Workspace, variants: list[Variant], methods: list[str], n_images: int, progress: bool = True
 ) -> list:
-    """Materialise, run diagnostics and generate maps for every variant; returns generation records."""
+    """Materialise, run diagnostics and generate maps for every variant; returns generation records.
+
+    Inside a process group every rank must call it; each returns the same records."""
     records = []
     for variant in variants:
-        images = materialise(ws, variant, n_images, progress)
+        with rank_zero_first():  # rank 0 transforms and saves the images; the others read them
+            images = materialise(ws, variant, n_images, progress and world_info()[0] == 0)
         vws = variant_workspace(ws, variant, images, ws.cfg.run.label_sets)
         run_diagnostics(vws, progress)
         for rec in generate(vws, methods, progress=progress):
@@ -145,7 +153,7 @@ def run_evaluate(
             continue
         vws = variant_workspace(ws, variant, ArrayImages(folder), ws.cfg.run.label_sets)
         evaluate(vws, RECOGNITION_KIND, methods, progress)
-    return write_summary(ws)
+    return write_summary(ws) if world_info()[0] == 0 else pd.DataFrame()
 
 
 def write_summary(ws: Workspace) -> pd.DataFrame:
@@ -178,10 +186,19 @@ def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
 
 
 def _run(args: argparse.Namespace, options: Options) -> int:
-    """Base workspace (label sets default to ground truth) -> variants -> generate and/or evaluate."""
-    configure_logging(args.verbose)
+    """Base workspace (label sets default to ground truth) -> variants -> generate and/or evaluate; under
+    ``torchrun`` on every rank, rank 0 printing."""
     extra = {} if args.label_set else {"run": {"label_sets": ["groundtruth"]}}
-    ws = open_workspace(config_from_args(args, extra))
+    cfg = config_from_args(args, extra)
+    with distributed(cfg.run.device) as (rank, _world):
+        configure_logging(args.verbose, rank)
+        with rank_zero_first():
+            ws = open_workspace(cfg)
+        return _steps(ws, args, options, rank)
+
+
+def _steps(ws: Workspace, args: argparse.Namespace, options: Options, rank: int) -> int:
+    """The generate and/or evaluate steps of :func:`_run` on the opened workspace."""
     read_results(ws.layout.results_csv)  # a damaged results.csv stops the stage before any work
     opts = settings(ws)
     if args.n_images is not None:
@@ -193,17 +210,20 @@ def _run(args: argparse.Namespace, options: Options) -> int:
     variants = select_variants(ws, opts["augmentations"], args.variant)
     step = options.get("step") or args.step
     if step in ("generate", "all"):
-        for name, rec in run_generate(ws, variants, opts["methods"], opts["n_images"]):
+        records = run_generate(ws, variants, opts["methods"], opts["n_images"])
+        for name, rec in records if rank == 0 else []:
             state = (
                 f"{rec.n_computed} maps, {rec.seconds_per_image * 1000:.1f} ms/image"
                 if rec.n_computed
                 else "complete"
             )
             print(f"{name:14s} {rec.label_set:12s} {rec.method:32s} {state}")
-        print(f"augmented outputs under {ws.layout.model_dir / 'augmented'}")
+        if rank == 0:
+            print(f"augmented outputs under {ws.layout.model_dir / 'augmented'}")
     if step in ("evaluate", "all"):
         summary = run_evaluate(ws, variants, None)
-        print(f"{len(summary)} summary rows in {ws.layout.model_dir / 'augmented' / 'summary.csv'}")
+        if rank == 0:
+            print(f"{len(summary)} summary rows in {ws.layout.model_dir / 'augmented' / 'summary.csv'}")
     return 0
 
 

@@ -190,9 +190,11 @@ def configure_progress(args: argparse.Namespace) -> None:
         os.environ["SALBENCH_PROGRESS"] = "1" if choice == "on" else "0"
 
 
-def configure_logging(verbose: bool = False) -> None:
+def configure_logging(verbose: bool = False, rank: int = 0) -> None:
+    """Log to stderr at INFO (DEBUG with ``verbose``); ranks other than 0 of a ``torchrun`` group log
+    warnings and errors only, so that a run of N processes logs its progress once."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.WARNING if rank else logging.DEBUG if verbose else logging.INFO,
         format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         force=True,

@@ -3,6 +3,11 @@
 Probabilities are the softmax of the model's logits on the evaluation crop (eval mode). The three
 label sets of the later stages are read from here (:func:`read_targets`), so every stage explains the
 same targets.
+
+Under ``torchrun`` each rank runs the model over its contiguous shard of whole batches
+(:func:`salbench.store.maps.shard_rows` in units of ``batch_size``, so every batch is the one a single
+process forms and the probabilities are bit-identical); the rows are gathered in rank order and rank 0
+alone writes the outputs, which every rank finds on disk when :func:`run_diagnostics` returns.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import torch
 from salbench.data.images import FileImages
 from salbench.errors import DataError
 from salbench.progress import progress as progress_bar
+from salbench.runtime import all_gather_objects, barrier, distributed, rank_zero_first, world_info
 from salbench.scoped import model_mode
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.workspace import Workspace, open_workspace
 from salbench.stats import Bootstrap, summarise_mean
+from salbench.store.maps import shard_rows
 from salbench.store.outputs import digest, write_csv, write_json, write_run_record
 from salbench.store.results import upsert_results
 
@@ -51,15 +58,18 @@ LABEL_SET_COLUMNS = {
 
 
 @torch.no_grad()
-def compute_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
-    """Run the model over every listed image; one row per image in list order (DIAGNOSTICS_COLUMNS)."""
+def compute_diagnostics(ws: Workspace, progress: bool = True, rows: range | None = None) -> pd.DataFrame:
+    """Run the model over every listed image (or the image ``rows``, which start a batch); one row per
+    image in list order (DIAGNOSTICS_COLUMNS)."""
     names = ws.data.class_names
-    rows = []
+    out = []
     bs = ws.cfg.run.batch_size
-    n_batches = -(-len(ws.images) // bs)
+    rows = range(len(ws.images)) if rows is None else rows
+    n_batches = -(-len(rows) // bs)
     files = ws.images.source if isinstance(ws.images, FileImages) else None
     with model_mode(ws.model, False):
-        batches = progress_bar(ws.images.batches(bs), "diagnostics", n_batches, progress)
+        chosen = np.arange(rows.start, rows.stop, rows.step)
+        batches = progress_bar(ws.images.batches(bs, chosen), "diagnostics", n_batches, progress)
         for idx, images, labels in batches:
             logits = ws.model(images.to(ws.runtime.torch_device)).float()
             if not bool(torch.isfinite(logits).all()):
@@ -74,7 +84,7 @@ def compute_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
             p_low, low = probs.min(1)
             for k, i in enumerate(idx):
                 rec = files.records[int(i)] if files is not None else None
-                rows.append(
+                out.append(
                     {
                         "image_id": ws.images.ids[int(i)],
                         "path": str(rec.path.relative_to(files.root)) if rec is not None else "",
@@ -90,7 +100,7 @@ def compute_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
                         "correct": bool(top[k] == labels[k]),
                     }
                 )
-    return pd.DataFrame(rows, columns=DIAGNOSTICS_COLUMNS)
+    return pd.DataFrame(out, columns=DIAGNOSTICS_COLUMNS)
 
 
 def complete_info(frame: pd.DataFrame) -> dict[str, list]:
@@ -111,7 +121,25 @@ def run_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
 
     Skips the computation when diagnostics.csv exists for the same images and its manifest records the
     same model (weights digest and input specification); recomputes it otherwise (or with overwrite).
+    Inside a process group every rank must call it: each computes its shard, every rank returns the
+    whole frame, once rank 0 has written the outputs.
     """
+    frame = _diagnostics(ws, progress)
+    barrier()  # rank 0's files are on disk before any rank reads them (the next stage's targets)
+    return frame
+
+
+def _shard(ws: Workspace) -> range | None:
+    """This rank's rows (whole batches), None outside a process group."""
+    rank, world = world_info()
+    if world == 1 or not len(ws.images):
+        return None
+    return shard_rows(len(ws.images), rank, world, ws.cfg.run.batch_size)
+
+
+def _diagnostics(ws: Workspace, progress: bool) -> pd.DataFrame:
+    """:func:`run_diagnostics` without the closing barrier."""
+    rank = world_info()[0]
     out = ws.layout.diagnostics_dir
     csv = ws.layout.diagnostics_csv
     identity = {"model_id": ws.model_id, "images_id": ws.images_id}
@@ -122,10 +150,15 @@ def run_diagnostics(ws: Workspace, progress: bool = True) -> pd.DataFrame:
             log.info(
                 "diagnostics exist for these %d images: %s (use --overwrite to recompute)", len(frame), csv
             )
-            upsert_results(ws.layout.results_csv, accuracy_rows(ws, frame))
+            if rank == 0:
+                upsert_results(ws.layout.results_csv, accuracy_rows(ws, frame))
             return frame
         log.info("%s: computed for another model or other images; recomputing", csv)
-    frame = compute_diagnostics(ws, progress)
+    parts = all_gather_objects(compute_diagnostics(ws, progress and rank == 0, _shard(ws)))
+    # rank order is row order; empty shards are left out so that no column changes its dtype
+    frame = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
+    if rank != 0:
+        return frame
     probs_gt = torch.tensor(frame["groundtruth_prob"].to_numpy())
     summary = {
         "n_images": len(frame),
@@ -194,9 +227,15 @@ def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
 
 
 def _run(args: argparse.Namespace, options: Options) -> int:
-    configure_logging(args.verbose)
-    ws = open_workspace(config_from_args(args))
-    frame = run_diagnostics(ws)
+    """Config -> workspace -> :func:`run_diagnostics` -> one printed line (by rank 0 under ``torchrun``)."""
+    cfg = config_from_args(args)
+    with distributed(cfg.run.device) as (rank, _world):
+        configure_logging(args.verbose, rank)
+        with rank_zero_first():
+            ws = open_workspace(cfg)
+        frame = run_diagnostics(ws)
+    if rank:
+        return 0
     acc = float(frame["correct"].mean())
     print(
         f"{ws.cfg.model.name} on {ws.data.name}: top-1 accuracy {acc:.4f} over {len(frame)} images "

@@ -5,6 +5,13 @@ batch are loaded once and every pending method is evaluated on them (so map-inde
 e.g. the insertion/deletion curve ends, are shared through a cache). Each (method, batch) result is
 written atomically as a part file, so a killed run resumes at the batch it stopped in; a complete
 method's parts become ``<method>_<kind>.csv`` (+ ``_curves.npz``), its summary rows go to results.csv.
+
+Under ``torchrun`` (inside :func:`salbench.runtime.distributed`) rank 0 holds the locks, decides what
+is missing and deals the missing batches out to the ranks in turn; every rank writes the parts of its
+batches, and once all have finished rank 0 merges them and writes results.csv. A batch's values depend
+only on its images, its maps and its keyed generators, never on the rank or on the batches computed
+before it, so the outputs are those of one process, and parts left by a run of N processes are reused
+by a rerun with any other number.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import shutil
 import time
 from collections import defaultdict
@@ -24,54 +30,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 
-from salbench.data.sources import load_boxes, load_mask
 from salbench.errors import DataError
-from salbench.metrics import METRICS
 from salbench.progress import bar, counting_passes
+from salbench.runtime import distributed, rank_zero_first, world_info
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
 from salbench.stages.generate import not_applicable_reasons
-from salbench.stages.kinds import KINDS, Kind, compute_kind, make_state
+from salbench.stages.kinds import KINDS, Batch, Kind, compute_kind, make_state, summary_rows
 from salbench.stages.workspace import Workspace, open_workspace
-from salbench.stats import Bootstrap, summarise_means
+from salbench.stats import Bootstrap
 from salbench.store.maps import MapStore
 from salbench.store.outputs import atomic_path, digest, file_lock, write_csv, write_json, write_run_record
 from salbench.store.results import read_results, upsert_results
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class Batch:
-    """One aligned batch of images shared by every method evaluated on it."""
-
-    index: int
-    rows: np.ndarray
-    ids: list[str]
-    images: torch.Tensor
-    targets: torch.Tensor
-    base_probs: np.ndarray
-    correct: np.ndarray
-    _extras: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def boxes(self, ws: Workspace) -> list[np.ndarray] | None:
-        if "boxes" not in self._extras:
-            if ws.augmentation != "none":
-                return None
-            recs = [ws.data.records[int(r)] for r in self.rows]
-            boxes = [load_boxes(ws.data, r) for r in recs]
-            self._extras["boxes"] = None if any(b is None for b in boxes) else boxes
-        return self._extras["boxes"]
-
-    def masks(self, ws: Workspace) -> torch.Tensor | None:
-        if "masks" not in self._extras:
-            if ws.augmentation != "none":
-                return None
-            recs = [ws.data.records[int(r)] for r in self.rows]
-            masks = [load_mask(ws.data, r) for r in recs] if ws.data.masks is not None else [None]
-            self._extras["masks"] = None if any(m is None for m in masks) else torch.stack(masks)
-        return self._extras["masks"]
 
 
 def available_methods(ws: Workspace, label_set: str) -> list[str]:
@@ -215,49 +189,6 @@ def _fresh_parts(ws: Workspace, label_set: str, method: str, kind: str, key: dic
         write_json(stamp, key)
 
 
-def summary_rows(
-    ws: Workspace,
-    label_set: str,
-    method: str,
-    frame: pd.DataFrame,
-    kind: Kind,
-    augmentation: str = "none",
-    variant: str = "none",
-    family: str = "unknown",
-) -> list[dict]:
-    """Tidy results rows of ``kind``'s summarised columns: mean over the finite per-image values,
-    ``n_images`` of them, ``n_skipped`` the others, their ``std`` and the bootstrap interval of the mean
-    (:mod:`salbench.stats`, settings ``run.ci_*``); ``n_ties``: near ties of an indicator metric among
-    the averaged images; the direction of the column's metric."""
-    columns = [c for c in kind.columns if c in frame]
-    values = [pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64) for c in columns]
-    summaries = summarise_means(values, Bootstrap.from_run(ws.cfg.run))
-    rows = []
-    for col, v, summary in zip(columns, values, summaries):
-        metric, tie = kind.columns[col], kind.ties.get(col, "")
-        flags = pd.to_numeric(frame[tie], errors="coerce").to_numpy() if tie in frame else None
-        ties = math.nan if flags is None else float((flags[np.isfinite(v)] == 1).sum())
-        rows.append(
-            {
-                "model": ws.cfg.model.name,
-                "dataset": ws.data.name,
-                "label_set": label_set,
-                "method": method,
-                "family": family,
-                "augmentation": augmentation,
-                "variant": variant,
-                "level": 0,
-                "metric": col,
-                **summary.columns(),
-                "higher_is_better": METRICS.get(metric).higher_is_better,
-                "protocol": ws.cfg.run.protocol,
-                "checkpoint": ws.checkpoint_id,
-                "n_ties": ties,
-            }
-        )
-    return rows
-
-
 def evaluate(
     ws: Workspace, kind: Kind, methods: list[str] | None = None, progress: bool = True
 ) -> list[dict]:
@@ -268,71 +199,127 @@ def evaluate(
     ``results.csv`` rows replaced. Each method's computation holds a lock, so two processes never write
     the same outputs at once.
 
+    Inside a process group every rank must call it: rank 0 takes the locks and plans, each rank
+    computes its share of the missing batches, rank 0 merges and writes results.csv; every rank returns
+    the same rows once results.csv is written.
+
     Raises:
         DataError: nothing to evaluate (no complete store, or none of ``methods``), a store that does
             not belong to this run, or a damaged one.
     """
     read_results(ws.layout.results_csv)  # a damaged results.csv stops the stage before any work
     all_rows: list[dict] = []
-    n_batches = -(-len(ws.images) // ws.cfg.run.batch_size)
     evaluated = 0
     for label_set in ws.cfg.run.label_sets:
         avail = available_methods(ws, label_set)
         todo = [m for m in (methods or avail) if m in avail]
         missing = sorted(set(methods or []) - set(avail))
-        if missing:
+        if missing and world_info()[0] == 0:
             log.warning("%s: no complete maps for %s; run generation first", label_set, ", ".join(missing))
-        if not todo:
-            continue
-        targets = (
-            read_targets(ws.layout.diagnostics_csv, label_set, ws.images.ids),
-            read_targets(ws.layout.diagnostics_csv, "predicted", ws.images.ids)[0]
-            == read_targets(ws.layout.diagnostics_csv, "groundtruth", ws.images.ids)[0],
-        )
-        stores = {m: open_store(ws, label_set, m) for m in todo}
-        keys = {m: evaluation_key(ws, kind, label_set, stores[m][0], [*targets[0], targets[1]]) for m in todo}
-        folder = ws.layout.evaluation_dir(label_set)
-        with contextlib.ExitStack() as locks:
-            for m in sorted(todo):  # one order for every process: no deadlock
-                locks.enter_context(file_lock(folder / ".locks" / f"{m}_{kind.name}.lock"))
-            finals = {m: _final_path(ws, label_set, m, kind.name) for m in todo}
-            pending = [
-                m
-                for m in todo
-                if ws.cfg.run.overwrite or not _is_done(finals[m], ws.images.ids, keys[m]["key"])
-            ]
-            for m in pending:
-                _fresh_parts(ws, label_set, m, kind.name, keys[m])
-            if pending:
-                seconds = _run_batches(
-                    ws, kind, label_set, {m: stores[m] for m in pending}, targets, progress
-                )
-                extra = {"kind": kind.name, "seconds_per_method": seconds, "n_images": len(ws.images)}
-                extra["intervals"] = Bootstrap.from_run(ws.cfg.run).describe()
-                extra |= {"inputs": {m: keys[m] for m in pending}, **ws.describe()}
-                manifest = f"{kind.name}_manifest.json"
-                write_run_record(folder, ws.cfg, ws.runtime, f"evaluation:{kind.name}", extra, manifest)
-            for m in todo:
-                frame = (
-                    _merge(ws, label_set, m, kind.name, n_batches, keys[m])
-                    if m in pending
-                    else pd.read_csv(finals[m], dtype={"image_id": str})
-                )
-                family = stores[m][0].attrs["method"]["family"]
-                rows = summary_rows(ws, label_set, m, frame, kind, ws.augmentation, ws.variant, family)
-                all_rows += [{**r, "inputs": keys[m]["key"]} for r in rows]
-                evaluated += 1
+        if todo:
+            all_rows += _evaluate_label_set(ws, kind, label_set, todo, progress)
+            evaluated += 1
     if not evaluated:
         asked = f"the methods {', '.join(methods)}" if methods else "any method"
         if methods and (skipped := not_applicable_reasons(ws, methods)):
-            print(f"nothing to evaluate: not applicable to {ws.cfg.model.name}: {skipped}")
+            if world_info()[0] == 0:
+                print(f"nothing to evaluate: not applicable to {ws.cfg.model.name}: {skipped}")
             return []
         raise DataError(
             f"nothing to evaluate: no complete map store of {asked} under {ws.layout.model_dir / 'maps'} "
             f"for label sets {', '.join(ws.cfg.run.label_sets)}; run generation first"
         )
-    upsert_results(ws.layout.results_csv, all_rows)
-    return all_rows
+    if world_info()[0] == 0:
+        upsert_results(ws.layout.results_csv, all_rows)
+    return from_rank_zero(all_rows)
+
+
+def _evaluate_label_set(
+    ws: Workspace, kind: Kind, label_set: str, todo: list[str], progress: bool
+) -> list[dict]:
+    """:func:`evaluate` for one label set: results rows of ``todo`` (on rank 0; [] on the others)."""
+    rank, world = world_info()
+    diagnostics = ws.layout.diagnostics_csv
+    targets = (
+        read_targets(diagnostics, label_set, ws.images.ids),
+        read_targets(diagnostics, "predicted", ws.images.ids)[0]
+        == read_targets(diagnostics, "groundtruth", ws.images.ids)[0],
+    )
+    stores = {m: open_store(ws, label_set, m) for m in todo}
+    keys = {m: evaluation_key(ws, kind, label_set, stores[m][0], [*targets[0], targets[1]]) for m in todo}
+    folder = ws.layout.evaluation_dir(label_set)
+    finals = {m: _final_path(ws, label_set, m, kind.name) for m in todo}
+    rows: list[dict] = []
+    with contextlib.ExitStack() as locks:
+        plan: tuple[list[str], list[tuple[int, list[str]]]] = ([], [])
+        if rank == 0:  # the locks cover the work of every rank of the group
+            for m in sorted(todo):  # one order for every process: no deadlock
+                locks.enter_context(file_lock(folder / ".locks" / f"{m}_{kind.name}.lock"))
+            reuse = not ws.cfg.run.overwrite
+            pending = [m for m in todo if not (reuse and _is_done(finals[m], ws.images.ids, keys[m]["key"]))]
+            for m in pending:
+                _fresh_parts(ws, label_set, m, kind.name, keys[m])
+            plan = (pending, _missing_batches(ws, kind.name, label_set, pending))
+        pending, batches = from_rank_zero(plan)
+        if pending:
+            share = batches[rank::world]  # in turn: a resumed run's missing batches stay balanced
+            seconds = _run_batches(
+                ws, kind, label_set, {m: stores[m] for m in pending}, targets, share, progress and rank == 0
+            )
+            seconds = _summed_over_ranks(seconds)  # also waits until every rank has written its parts
+            if rank == 0:
+                extra = {"kind": kind.name, "seconds_per_method": seconds, "n_images": len(ws.images)}
+                extra |= {"processes": world, "intervals": Bootstrap.from_run(ws.cfg.run).describe()}
+                extra |= {"inputs": {m: keys[m] for m in pending}, **ws.describe()}
+                manifest = f"{kind.name}_manifest.json"
+                write_run_record(folder, ws.cfg, ws.runtime, f"evaluation:{kind.name}", extra, manifest)
+        if rank != 0:
+            return rows
+        n_batches = -(-len(ws.images) // ws.cfg.run.batch_size)
+        for m in todo:
+            frame = (
+                _merge(ws, label_set, m, kind.name, n_batches, keys[m])
+                if m in pending
+                else pd.read_csv(finals[m], dtype={"image_id": str})
+            )
+            family = stores[m][0].attrs["method"]["family"]
+            summary = summary_rows(ws, label_set, m, frame, kind, ws.augmentation, ws.variant, family)
+            rows += [{**r, "inputs": keys[m]["key"]} for r in summary]
+    return rows
+
+
+def from_rank_zero(obj: Any) -> Any:
+    """Rank 0's ``obj`` (picklable) on every rank of the process group (``obj`` itself outside one);
+    returns once rank 0 has sent it, so it also orders the ranks after rank 0's work."""
+    if world_info()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _summed_over_ranks(seconds: dict[str, float]) -> dict[str, float]:
+    """Per-method seconds summed over the ranks; returns once every rank has called it."""
+    if world_info()[1] == 1:
+        return seconds
+    gathered: list[Any] = [None] * world_info()[1]
+    dist.all_gather_object(gathered, seconds)
+    return {
+        m: sum(part.get(m, 0.0) for part in gathered) for m in dict.fromkeys(k for p in gathered for k in p)
+    }
+
+
+def _missing_batches(
+    ws: Workspace, kind: str, label_set: str, methods: list[str]
+) -> list[tuple[int, list[str]]]:
+    """``(batch index, methods without its part)`` of every batch some method of ``methods`` lacks."""
+    n_batches = -(-len(ws.images) // ws.cfg.run.batch_size)
+    out = []
+    for b in range(n_batches):
+        todo = [m for m in methods if not _part_paths(ws, label_set, m, kind, b)[0].is_file()]
+        if todo:
+            out.append((b, todo))
+    return out
 
 
 def _run_batches(
@@ -341,18 +328,18 @@ def _run_batches(
     label_set: str,
     stores: dict[str, tuple[MapStore, np.ndarray]],
     targets: tuple[tuple[np.ndarray, np.ndarray], np.ndarray],
+    batches: list[tuple[int, list[str]]],
     progress: bool,
 ) -> dict[str, float]:
-    """Compute the missing per-batch parts of the methods of ``stores``; wall seconds per method."""
+    """Write the parts of ``batches`` (index, methods); wall seconds per method."""
     bs, n = ws.cfg.run.batch_size, len(ws.images)
     seconds: dict[str, float] = defaultdict(float)
     state = make_state(kind, ws, label_set)
-    with bar(n, f"{kind.name} {label_set}", enabled=progress) as shown, counting_passes(shown, ws.model):
-        for b in range(-(-n // bs)):
-            rows = np.arange(b * bs, min((b + 1) * bs, n))
-            todo = [m for m in stores if not _part_paths(ws, label_set, m, kind.name, b)[0].is_file()]
-            if todo:
-                _evaluate_batch(ws, kind, label_set, b, rows, todo, stores, targets, state, seconds)
+    ranges = [(b, np.arange(b * bs, min((b + 1) * bs, n)), todo) for b, todo in batches]
+    total = sum(len(rows) for _, rows, _ in ranges)
+    with bar(total, f"{kind.name} {label_set}", enabled=progress) as shown, counting_passes(shown, ws.model):
+        for b, rows, todo in ranges:
+            _evaluate_batch(ws, kind, label_set, b, rows, todo, stores, targets, state, seconds)
             shown.update(len(rows))
     return dict(seconds)
 
@@ -397,10 +384,18 @@ def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
 
 
 def _run(args: argparse.Namespace, options: Options) -> int:
-    """Config -> workspace -> :func:`evaluate` -> one printed line per results row."""
-    configure_logging(args.verbose)
-    ws = open_workspace(config_from_args(args))
-    for r in evaluate(ws, KINDS[options.get("kind") or args.kind], args.method):
+    """Config -> workspace -> :func:`evaluate` -> one printed line per results row (rank 0 prints)."""
+    cfg = config_from_args(args)
+    with distributed(cfg.run.device) as (rank, _world):
+        configure_logging(args.verbose)
+        if rank:
+            logging.getLogger().setLevel(logging.WARNING)
+        with rank_zero_first():
+            ws = open_workspace(cfg)
+        rows = evaluate(ws, KINDS[options.get("kind") or args.kind], args.method)
+    if rank:
+        return 0
+    for r in rows:
         print(
             f"{r['label_set']:12s} {r['method']:34s} {r['metric']:26s} {r['value']:10.4f} (n={r['n_images']})"
         )

@@ -11,6 +11,16 @@ before any store is opened) is skipped with one recorded line: a warning in the 
 ``not applicable: <reason>``, ``<method>.not_applicable.json`` beside the map stores (reason, model,
 target layer) and a ``results.csv`` row ``metric = not_applicable``, ``value = 1`` that the report shows
 as "not applicable" (set to 0 when a later run finds the method applicable).
+
+Under ``torchrun`` (inside :func:`salbench.runtime.distributed`) every rank runs every (label set,
+method) pair: the rows of each store are split into contiguous shards of whole units of
+``lcm(CHUNK_ROWS, batch_size)`` rows (:func:`salbench.store.maps.shard_rows`), so no two ranks share a
+chunk and every aligned batch, with its keyed generator, lies in one shard. Each rank opens the store
+restricted to its shard and explains only the pending rows there; the maps are those one process
+computes, and a store left part-written by a run of N processes is completed by a rerun of any number.
+Rank 0 prepares a method first (RISE draws and saves its masks, the others load them), the ranks then
+gather their counts and timings, and rank 0 alone writes markers, store attributes and
+``results.csv`` rows and prints the summary.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -32,11 +43,12 @@ from salbench.errors import ConfigError, NotApplicableError
 from salbench.methods import METHODS, SaliencyMethod
 from salbench.methods.deprocess import DEPROCESSORS
 from salbench.progress import bar, counting_passes
+from salbench.runtime import all_gather_objects, barrier, distributed, rank_zero_first, world_info
 from salbench.scoped import count_passes
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
 from salbench.stages.workspace import Workspace, open_workspace
-from salbench.store.maps import MapStore
+from salbench.store.maps import MapStore, shard_rows
 from salbench.store.outputs import write_json
 from salbench.store.results import upsert_results
 
@@ -45,6 +57,10 @@ log = logging.getLogger(__name__)
 NOT_APPLICABLE = "not_applicable"
 """``results.csv`` metric id of generation's record that a method does not apply to the run's model:
 value 1 (0 once a later run found it applicable), ``n_skipped`` the images it was asked to explain."""
+
+CHUNK_ROWS = 32
+"""Rows per chunk of every map store generation creates (a store's identity: stores made with another
+value are refused on reopening)."""
 
 
 def build_method(ws: Workspace, method_id: str, overrides: Mapping[str, Any] | None = None) -> SaliencyMethod:
@@ -57,7 +73,20 @@ def methods_of_family(*families: str) -> list[str]:
     return [m for m in METHODS.names() if METHODS.get(m).family in families]
 
 
-def _open_store(ws: Workspace, label_set: str, method: SaliencyMethod) -> MapStore:
+def rank_shard(ws: Workspace) -> range:
+    """The rows this rank generates: its contiguous share of whole ``lcm(CHUNK_ROWS, batch_size)``
+    blocks (``range(n)`` outside a process group; empty for a rank left without a block)."""
+    rank, world = world_info()
+    n = len(ws.images)
+    if world == 1 or n == 0:
+        return range(n)
+    rows = shard_rows(n, rank, world, math.lcm(CHUNK_ROWS, ws.cfg.run.batch_size))
+    return rows if len(rows) else range(0)  # range(n, n) is no chunk-aligned shard when n is not one
+
+
+def _open_store(ws: Workspace, label_set: str, method: SaliencyMethod, shard: range) -> MapStore:
+    """Open (or create) the store of ``method`` restricted to ``shard``. Creation is atomic, so ranks
+    may open a new store at once; with ``overwrite`` rank 0 replaces it before the others open it."""
     attrs = {
         "method": method.describe(),
         "label_set": label_set,
@@ -74,9 +103,12 @@ def _open_store(ws: Workspace, label_set: str, method: SaliencyMethod) -> MapSto
         "inputs_hash": getattr(ws.images, "meta", {}).get("content_hash"),
     }
     path = ws.layout.maps(label_set, method.store_id)
-    if ws.cfg.run.overwrite and path.exists():
-        return MapStore.open(path, ws.images.ids, ws.images.size, attrs=_jsonable(attrs), overwrite=True)
-    return MapStore.open(path, ws.images.ids, ws.images.size, attrs=_jsonable(attrs))
+    kw = {"chunk_rows": CHUNK_ROWS, "attrs": _jsonable(attrs), "shard": shard}
+    if not ws.cfg.run.overwrite:
+        return MapStore.open(path, ws.images.ids, ws.images.size, **kw)
+    with rank_zero_first():
+        replace = world_info()[0] == 0 and path.exists()
+        return MapStore.open(path, ws.images.ids, ws.images.size, overwrite=replace, **kw)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -100,6 +132,8 @@ class GenerationRecord:
     backward_rows: int
     not_applicable: str = ""
     """Why the method was skipped ("" when it applies)."""
+    processes: int = 1
+    """Ranks that shared the work; ``seconds`` and the passes are summed over them."""
 
     @property
     def passes_per_image(self) -> float:
@@ -119,9 +153,11 @@ def generate(
     """Stage 2 for every label set of the config x ``method_ids``; returns one record per pair.
 
     ``overrides``: method id -> parameter values replacing the configured ones (e.g. ``deprocess``).
+    Inside a process group every rank must call it with the same arguments: each writes the rows of
+    its shard (:func:`rank_shard`), every rank returns the same records (totals over the ranks), and
+    it returns once every store is complete and rank 0 has written its records.
     """
     records = []
-    bs = ws.cfg.run.batch_size
     n = len(ws.images)
     example = ws.images.load(np.arange(1)).to(ws.runtime.device) if n else None
     for label_set in ws.cfg.run.label_sets:
@@ -132,40 +168,46 @@ def generate(
                 records.append(record_not_applicable(ws, label_set, method_id, str(method)))
                 continue
             clear_not_applicable(ws, label_set, method.store_id)
-            store = _open_store(ws, label_set, method)
-            pending = store.pending()
-            if len(pending) == 0:
-                log.info("%s/%s: complete (%d maps), skipped", label_set, method.store_id, n)
-                records.append(GenerationRecord(label_set, method.store_id, n, 0, 0.0, 0, 0))
-                continue
-            method.prepare(ws.preparation(desc=f"{method.store_id}: prepare", progress=progress))
-            batches = sorted({int(r) // bs for r in pending})
-            todo = sum(min((b + 1) * bs, n) - b * bs for b in batches)
-            t0 = time.perf_counter()
-            with (
-                count_passes(ws.model) as passes,
-                bar(todo, f"{label_set}/{method.store_id}", enabled=progress) as shown,
-                counting_passes(shown, ws.model),
-            ):
-                for b in batches:
-                    rows = np.arange(b * bs, min((b + 1) * bs, n))
-                    images = ws.images.load(rows)
-                    tgt = torch.as_tensor(targets[rows], device=ws.runtime.device)
-                    maps = method(images.to(ws.runtime.device), tgt, ws.generator(method.store_id, b))
-                    store.write(rows, maps.detach().float().cpu().numpy())
-                    shown.update(len(rows))
-            rec = GenerationRecord(
-                label_set,
-                method.store_id,
-                n,
-                todo,
-                time.perf_counter() - t0,
-                passes.forward_rows,
-                passes.backward_rows,
-            )
-            store.update_attrs({"last_run": _jsonable(dataclasses.asdict(rec))})
-            records.append(rec)
+            records.append(_generate_maps(ws, label_set, method, targets, progress))
+    barrier()  # the stores' attributes and rank 0's records are written before any rank reads them
     return records
+
+
+def _generate_maps(
+    ws: Workspace, label_set: str, method: SaliencyMethod, targets: np.ndarray, progress: bool
+) -> GenerationRecord:
+    """Explain the pending rows of this rank's shard of one store; the record summed over the ranks."""
+    rank, world = world_info()
+    show = progress and rank == 0
+    bs, n, shard = ws.cfg.run.batch_size, len(ws.images), rank_shard(ws)
+    store = _open_store(ws, label_set, method, shard)
+    pending = store.pending(shard)
+    if sum(all_gather_objects(len(pending))) == 0:
+        log.info("%s/%s: complete (%d maps), skipped", label_set, method.store_id, n)
+        return GenerationRecord(label_set, method.store_id, n, 0, 0.0, 0, 0, processes=world)
+    with rank_zero_first():  # rank 0 draws and saves run-level state (RISE masks); the others load it
+        method.prepare(ws.preparation(desc=f"{method.store_id}: prepare", progress=show))
+    batches = sorted({int(r) // bs for r in pending})  # aligned batches: shards hold whole ones
+    todo = sum(min((b + 1) * bs, n) - b * bs for b in batches)
+    t0 = time.perf_counter()
+    with (
+        count_passes(ws.model) as passes,
+        bar(todo, f"{label_set}/{method.store_id}", enabled=show) as shown,
+        counting_passes(shown, ws.model),
+    ):
+        for b in batches:
+            rows = np.arange(b * bs, min((b + 1) * bs, n))
+            images = ws.images.load(rows)
+            tgt = torch.as_tensor(targets[rows], device=ws.runtime.device)
+            maps = method(images.to(ws.runtime.device), tgt, ws.generator(method.store_id, b))
+            store.write(rows, maps.detach().float().cpu().numpy())
+            shown.update(len(rows))
+    mine = (todo, time.perf_counter() - t0, passes.forward_rows, passes.backward_rows)
+    done, seconds, forward, backward = (sum(v) for v in zip(*all_gather_objects(mine)))
+    rec = GenerationRecord(label_set, method.store_id, n, done, seconds, forward, backward, processes=world)
+    if rank == 0:
+        store.update_attrs({"last_run": _jsonable(dataclasses.asdict(rec))})
+    return rec
 
 
 def applicable_method(
@@ -211,7 +253,11 @@ def _na_row(ws: Workspace, label_set: str, method: str, applies: bool) -> dict[s
 
 
 def record_not_applicable(ws: Workspace, label_set: str, method_id: str, reason: str) -> GenerationRecord:
-    """Skip ``method_id`` for ``label_set``: one warning, the marker file and the ``results.csv`` row."""
+    """Skip ``method_id`` for ``label_set``: one warning, the marker file and the ``results.csv`` row
+    (written by rank 0 alone inside a process group)."""
+    rank, world = world_info()
+    if rank != 0:
+        return GenerationRecord(label_set, method_id, len(ws.images), 0, 0.0, 0, 0, reason, world)
     log.warning("%s/%s: not applicable, skipped: %s", label_set, method_id, reason)
     marker = {
         "method": method_id,
@@ -226,7 +272,7 @@ def record_not_applicable(ws: Workspace, label_set: str, method_id: str, reason:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, marker)
     upsert_results(ws.layout.results_csv, [_na_row(ws, label_set, method_id, applies=False)])
-    return GenerationRecord(label_set, method_id, len(ws.images), 0, 0.0, 0, 0, not_applicable=reason)
+    return GenerationRecord(label_set, method_id, len(ws.images), 0, 0.0, 0, 0, reason, world)
 
 
 def not_applicable_reasons(ws: Workspace, methods: list[str] | tuple[str, ...]) -> str:
@@ -243,9 +289,10 @@ def not_applicable_reasons(ws: Workspace, methods: list[str] | tuple[str, ...]) 
 
 
 def clear_not_applicable(ws: Workspace, label_set: str, method: str) -> None:
-    """A method recorded as not applicable by an earlier run applies now: marker removed, row set to 0."""
+    """A method recorded as not applicable by an earlier run applies now: marker removed, row set to 0
+    (by rank 0 alone inside a process group)."""
     path = _marker(ws, label_set, method)
-    if path.is_file():
+    if world_info()[0] == 0 and path.is_file():
         path.unlink()
         upsert_results(ws.layout.results_csv, [_na_row(ws, label_set, method, applies=True)])
 
@@ -268,24 +315,39 @@ def _fields(method_id: str) -> set[str]:
 
 
 def _run(args: argparse.Namespace, options: Options) -> int:
-    """Config -> workspace -> :func:`generate` -> one printed line per (label set, method)."""
-    configure_logging(args.verbose)
+    """Config -> workspace -> :func:`generate` -> one printed line per (label set, method).
+
+    Under ``torchrun`` every rank generates its shard of every store (see the module docstring) and
+    rank 0 prints the summary.
+    """
     cfg = config_from_args(args)
     method_ids = args.method or list(options.get("methods") or [m for m in METHODS.names() if m != "casme"])
     overrides: dict[str, dict[str, Any]] = {m: {} for m in method_ids}
     for m in method_ids:
         if getattr(args, "deprocess", None) and "deprocess" in _fields(m):
             overrides[m]["deprocess"] = args.deprocess
-    ws = open_workspace(cfg)
-    records = []
-    if "casme" in method_ids:
-        masker = casme_masker(ws, getattr(args, "masker", None))
-        if isinstance(masker, NotApplicableError):
-            method_ids = [m for m in method_ids if m != "casme"]
-            records += [record_not_applicable(ws, ls, "casme", str(masker)) for ls in cfg.run.label_sets]
-        else:
-            overrides["casme"]["checkpoint"] = masker
-    for r in [*records, *generate(ws, method_ids, overrides)]:
+    with distributed(cfg.run.device) as (rank, _world):
+        configure_logging(args.verbose, rank)
+        with rank_zero_first():
+            ws = open_workspace(cfg)
+        records = []
+        if "casme" in method_ids:
+            masker = casme_masker(ws, getattr(args, "masker", None))
+            if isinstance(masker, NotApplicableError):
+                method_ids = [m for m in method_ids if m != "casme"]
+                records += [record_not_applicable(ws, ls, "casme", str(masker)) for ls in cfg.run.label_sets]
+            else:
+                overrides["casme"]["checkpoint"] = masker
+        records += generate(ws, method_ids, overrides)
+    if rank == 0:
+        print_records(records)
+        print(f"maps under {ws.layout.model_dir / 'maps'}")
+    return 0
+
+
+def print_records(records: Iterable[GenerationRecord]) -> None:
+    """One line per record: maps computed with time and passes per image, complete, or not applicable."""
+    for r in records:
         if r.not_applicable:
             print(f"{r.label_set:12s} {r.method:32s} not applicable: {r.not_applicable}")
         elif r.n_computed:
@@ -295,8 +357,6 @@ def _run(args: argparse.Namespace, options: Options) -> int:
             )
         else:
             print(f"{r.label_set:12s} {r.method:32s} complete, skipped")
-    print(f"maps under {ws.layout.model_dir / 'maps'}")
-    return 0
 
 
 def casme_masker(ws: Workspace, given: str | None) -> str | NotApplicableError:

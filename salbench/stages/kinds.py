@@ -6,18 +6,22 @@ A kind is what one evaluation script computes: ``recognition`` (AD, AI, AG, inse
 run goes through :func:`salbench.metrics.compute` with the group's parameters from the config section
 ``metrics.<section>`` (protocol preset < config file; the run's ``max_batch``). Per-image columns are
 named after the metrics (plus a suffix, e.g. ``iic_black``), directions come from the metric
-declarations.
+declarations. A kind is computed on one aligned :class:`Batch` at a time (:func:`compute_kind`) and
+its per-image columns become results rows (:func:`summary_rows`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 
+from salbench.data.sources import load_boxes, load_mask
 from salbench.errors import ConfigError
 from salbench.methods import SaliencyMethod
 from salbench.metrics import METRICS, MetricGroup, MetricInputs, MetricParams, compute
@@ -28,6 +32,7 @@ from salbench.metrics.localization import LOCALIZATION
 from salbench.metrics.recognition import RECOGNITION, StartCache
 from salbench.metrics.robustness import SENSITIVITY
 from salbench.stages.workspace import Workspace
+from salbench.stats import Bootstrap, summarise_means
 from salbench.store.maps import MapStore
 
 
@@ -150,7 +155,7 @@ def compute_kind(
     kind: Kind, ws: Workspace, batch: Any, method: str, maps: torch.Tensor, state: dict[str, Any]
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """One method's per-image columns (aux outputs first, then :attr:`Kind.columns`) and arrays for one
-    batch (:class:`salbench.stages.evaluate.Batch`)."""
+    batch (:class:`Batch`)."""
     inputs = MetricInputs(
         maps=maps,
         images=batch.images,
@@ -179,6 +184,81 @@ def compute_kind(
         arrays |= {f"{k}{run.suffix}": out[v] for k, v in run.group.arrays.items()}
     columns = {c: np.asarray(scores[c]) for c in kind.columns if c in scores}
     return {**aux, **columns}, arrays
+
+
+@dataclasses.dataclass
+class Batch:
+    """One aligned batch of images shared by every method evaluated on it."""
+
+    index: int
+    rows: np.ndarray
+    ids: list[str]
+    images: torch.Tensor
+    targets: torch.Tensor
+    base_probs: np.ndarray
+    correct: np.ndarray
+    _extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def boxes(self, ws: Workspace) -> list[np.ndarray] | None:
+        if "boxes" not in self._extras:
+            if ws.augmentation != "none":
+                return None
+            recs = [ws.data.records[int(r)] for r in self.rows]
+            boxes = [load_boxes(ws.data, r) for r in recs]
+            self._extras["boxes"] = None if any(b is None for b in boxes) else boxes
+        return self._extras["boxes"]
+
+    def masks(self, ws: Workspace) -> torch.Tensor | None:
+        if "masks" not in self._extras:
+            if ws.augmentation != "none":
+                return None
+            recs = [ws.data.records[int(r)] for r in self.rows]
+            masks = [load_mask(ws.data, r) for r in recs] if ws.data.masks is not None else [None]
+            self._extras["masks"] = None if any(m is None for m in masks) else torch.stack(masks)
+        return self._extras["masks"]
+
+
+def summary_rows(
+    ws: Workspace,
+    label_set: str,
+    method: str,
+    frame: pd.DataFrame,
+    kind: Kind,
+    augmentation: str = "none",
+    variant: str = "none",
+    family: str = "unknown",
+) -> list[dict]:
+    """Tidy results rows of ``kind``'s summarised columns: mean over the finite per-image values,
+    ``n_images`` of them, ``n_skipped`` the others, their ``std`` and the bootstrap interval of the mean
+    (:mod:`salbench.stats`, settings ``run.ci_*``); ``n_ties``: near ties of an indicator metric among
+    the averaged images; the direction of the column's metric."""
+    columns = [c for c in kind.columns if c in frame]
+    values = [pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64) for c in columns]
+    summaries = summarise_means(values, Bootstrap.from_run(ws.cfg.run))
+    rows = []
+    for col, v, summary in zip(columns, values, summaries):
+        metric, tie = kind.columns[col], kind.ties.get(col, "")
+        flags = pd.to_numeric(frame[tie], errors="coerce").to_numpy() if tie in frame else None
+        ties = math.nan if flags is None else float((flags[np.isfinite(v)] == 1).sum())
+        rows.append(
+            {
+                "model": ws.cfg.model.name,
+                "dataset": ws.data.name,
+                "label_set": label_set,
+                "method": method,
+                "family": family,
+                "augmentation": augmentation,
+                "variant": variant,
+                "level": 0,
+                "metric": col,
+                **summary.columns(),
+                "higher_is_better": METRICS.get(metric).higher_is_better,
+                "protocol": ws.cfg.run.protocol,
+                "checkpoint": ws.checkpoint_id,
+                "n_ties": ties,
+            }
+        )
+    return rows
 
 
 def higher_is_better(column: str, kind: Kind) -> bool:

@@ -5,7 +5,13 @@ study's stage script, exactly as ``salbench <command>`` or the script would from
 running them in one process pays the library imports once. Completed work is skipped by every stage,
 so a rerun is a quick no-op.
 
-Usage: ``salbench run [--config FILE] [common flags...]`` or ``python -m salbench.stages.pipeline``.
+Under ``torchrun`` the pipeline joins the process group once (:func:`salbench.runtime.distributed`;
+the stages find it joined): the steps that must run once (:data:`ONCE`: training, the report) run on
+rank 0 while the other ranks wait for its exit code, every other stage runs on every rank and shares
+its work out itself. A rank whose step fails returns its exit code, and ``torchrun`` stops the others.
+
+Usage: ``salbench run [--config FILE] [common flags...]`` or ``python -m salbench.stages.pipeline``;
+``torchrun --nproc_per_node N -m salbench.stages.pipeline [flags...]`` on N processes.
 """
 
 from __future__ import annotations
@@ -20,12 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from salbench.config import CONFIG_DIR, PROTOCOLS
+from salbench.runtime import distributed, world_info
 from salbench.stages.cli import COMMANDS, Command, Options, config_from_args, entry, load_commands, register
+from salbench.stages.evaluate import from_rank_zero
 from salbench.stages.generate import methods_of_family
 from salbench.stages.report import PROTOCOLS_DIR
 
 log = logging.getLogger("pipeline")
 GT = ["--label-set", "groundtruth"]
+ONCE = frozenset({"train", "train-casme", "report"})
+"""Commands run by rank 0 alone under ``torchrun`` (one benchmark, one set of trained models, one
+report); every other command shares its work out over the ranks."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +47,11 @@ class Step:
     command: str
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     argv: tuple[str, ...] = ()
+
+    @property
+    def once(self) -> bool:
+        """Run by rank 0 alone under ``torchrun`` (see :data:`ONCE`)."""
+        return self.command in ONCE
 
     def describe(self) -> str:
         fixed = " ".join(f"{k}={v}" for k, v in self.options.items() if k != "methods")
@@ -121,8 +137,23 @@ def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
     p.add_argument("--casme-checkpoint", help="CASME masker for non-embedded data (skipped without it)")
 
 
+def run_step(step: Step, argv: list[str]) -> int:
+    """Run ``step``'s command with the common flags ``argv``; its exit code on this rank.
+
+    A :attr:`Step.once` step runs on rank 0 alone inside a process group; the others wait for its exit
+    code, so no rank starts the next step before it is done.
+    """
+    command = load_commands().get(step.command)
+    rank, world = world_info()
+    if world == 1 or not step.once:
+        return command.main([*argv, *step.argv], step.options)
+    rc = command.main([*argv, *step.argv], step.options) if rank == 0 else 0
+    return int(from_rank_zero(rc))
+
+
 def run_pipeline(argv: list[str]) -> int:
-    """Run every step with the common flags ``argv`` (default config: the embedded benchmark)."""
+    """Run every step with the common flags ``argv`` (default config: the embedded benchmark); on every
+    rank under ``torchrun``."""
     parser = COMMANDS.get("run").parser()
     args = parser.parse_args(argv)
     if args.config is None:
@@ -130,18 +161,24 @@ def run_pipeline(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     cfg = config_from_args(args)
     common = _without_option(argv, "--casme-checkpoint")
-    commands = load_commands()
-    start, timings = time.perf_counter(), []
-    for step in steps(cfg.data.kind, args.casme_checkpoint):
-        print(f"\n=== {step.title}: {step.describe()} ===", flush=True)
-        t0 = time.perf_counter()
-        rc = commands.get(step.command).main([*common, *step.argv], step.options)
-        timings.append((step, time.perf_counter() - t0))
-        if rc != 0:
-            print(f"stage {step.command} failed with exit code {rc}; completed work is kept, rerun to resume")
-            return rc
+    with distributed(cfg.run.device) as (rank, world):
+        start, timings = time.perf_counter(), []
+        for step in steps(cfg.data.kind, args.casme_checkpoint):
+            if rank == 0:
+                print(f"\n=== {step.title}: {step.describe()} ===", flush=True)
+            t0 = time.perf_counter()
+            rc = run_step(step, common)
+            timings.append((step, time.perf_counter() - t0))
+            if rc != 0:
+                print(
+                    f"stage {step.command} failed with exit code {rc} (rank {rank} of {world}); completed "
+                    "work is kept, rerun to resume"
+                )
+                return rc
+    if rank:
+        return 0
     root = Path(cfg.run.output_root)
-    print("\nstage timings (s):")
+    print(f"\nstage timings (s){f', {world} processes' if world > 1 else ''}:")
     for step, seconds in timings:
         print(f"  {seconds:8.1f}  {step.title} ({step.describe()})")
     print(f"done in {time.perf_counter() - start:.0f} s")
@@ -165,9 +202,7 @@ class _Pipeline(Command):
         return entry(run_pipeline)(argv)
 
 
-COMMAND = register(
-    _Pipeline("run", "every stage in order (the embedded default without --config)", _arguments, _run)
-)
+COMMAND = _Pipeline("run", "every stage in order (the embedded default without --config)", _arguments, _run)
 
 
 def _compare_arguments(p: argparse.ArgumentParser, options: Options) -> None:
@@ -199,25 +234,36 @@ def run_comparison(argv: list[str]) -> int:
     if args.config is None:
         common = ["--config", str(CONFIG_DIR / "embedded.yaml"), *common]
     first = [*common, "--protocol", protocols[0]]
-    rc = run_pipeline(first)
-    if rc != 0:
-        return rc
-    root = Path(config_from_args(parser.parse_args(first)).run.output_root)
-    for protocol in protocols[1:]:
-        sub = root / PROTOCOLS_DIR / protocol
-        sub.mkdir(parents=True, exist_ok=True)
-        for shared in ("benchmark", "models"):
-            target, link = root / shared, sub / shared
-            if target.is_dir() and not link.exists() and not link.is_symlink():
-                link.symlink_to(target.resolve(), target_is_directory=True)
-        print(f"\n##### protocol {protocol}: {sub} #####", flush=True)
-        rc = run_pipeline([*common, "--protocol", protocol, "--output-root", str(sub)])
+    cfg = config_from_args(parser.parse_args(first))
+    with distributed(cfg.run.device) as (rank, _world):
+        rc = run_pipeline(first)
         if rc != 0:
             return rc
-    print(f"\n=== report comparing {', '.join(protocols)} ===", flush=True)
-    rc = load_commands().get("report").main(_without_option(first, "--casme-checkpoint"))
-    print(f"report:  {root / 'report' / 'REPORT.md'}")
+        root = Path(cfg.run.output_root)
+        for protocol in protocols[1:]:
+            sub = root / PROTOCOLS_DIR / protocol
+            if rank == 0:
+                _link_shared(root, sub)
+                print(f"\n##### protocol {protocol}: {sub} #####", flush=True)
+            from_rank_zero(None)  # the links exist before any rank reads through them
+            rc = run_pipeline([*common, "--protocol", protocol, "--output-root", str(sub)])
+            if rc != 0:
+                return rc
+        if rank == 0:
+            print(f"\n=== report comparing {', '.join(protocols)} ===", flush=True)
+        rc = run_step(Step("report", "report"), _without_option(first, "--casme-checkpoint"))
+    if rank == 0:
+        print(f"report:  {root / 'report' / 'REPORT.md'}")
     return rc
+
+
+def _link_shared(root: Path, sub: Path) -> None:
+    """The benchmark and trained models of the first protocol's run, linked into ``sub``."""
+    sub.mkdir(parents=True, exist_ok=True)
+    for shared in ("benchmark", "models"):
+        target, link = root / shared, sub / shared
+        if target.is_dir() and not link.exists() and not link.is_symlink():
+            link.symlink_to(target.resolve(), target_is_directory=True)
 
 
 class _Comparison(Command):
@@ -230,19 +276,23 @@ class _Comparison(Command):
         return entry(run_comparison)(argv)
 
 
-COMPARE = register(
-    _Comparison(
-        "compare",
-        "the pipeline under two protocols (shared data and models), the report side by side",
-        _compare_arguments,
-        _run,
-    )
+COMPARE = _Comparison(
+    "compare",
+    "the pipeline under two protocols (shared data and models), the report side by side",
+    _compare_arguments,
+    _run,
 )
+if __name__ != "__main__":
+    # ``python -m salbench.stages.pipeline`` runs a second copy of this file as __main__; the commands
+    # are registered by the imported module alone (registering them twice is an error)
+    register(COMMAND)
+    register(COMPARE)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m salbench.stages.pipeline [flags]``."""
-    return COMMAND.main(argv)
+    """``python -m salbench.stages.pipeline [flags]`` (and ``torchrun ... -m salbench.stages.pipeline``):
+    the registered ``run`` command."""
+    return load_commands().get("run").main(argv)
 
 
 if __name__ == "__main__":
