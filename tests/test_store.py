@@ -179,6 +179,11 @@ def test_shard_rows_and_shard_guard(tmp_path):
         with pytest.raises(ConfigError, match="multiples of chunk_rows=4"):
             new_store(tmp_path / "s", shard=shard)
     assert new_store(tmp_path / "s", shard=range(8, 10)).shard == range(8, 10)
+    # a rank with no rows gets an empty shard, wherever it lies (10 rows: range(10, 10) or range(9, 9))
+    for empty in (range(10, 10), range(9, 9), range(0, 0)):
+        assert len(new_store(tmp_path / "s", shard=empty).shard) == 0
+    with pytest.raises(ConfigError, match="step-1 range within"):
+        new_store(tmp_path / "s", shard=range(11, 11))
 
 
 def test_damaged_chunk_detected_and_reset(tmp_path):
