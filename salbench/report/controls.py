@@ -24,6 +24,7 @@ import pandas as pd
 
 from salbench.report.presentation import COLUMNS, LABEL_SET_LONG, RECOGNITION_KEYS, method_display
 from salbench.report.results import raw_higher_is_better
+from salbench.report.significance import per_metric_tables
 from salbench.stats import holm, signed_rank_p
 from salbench.store.outputs import write_csv
 
@@ -56,43 +57,39 @@ def control_checks(per_image: pd.DataFrame, frame: pd.DataFrame, alpha: float = 
         ``best_informed`` and its mean; raw metric units.
     """
     rows = []
-    for label_set, part in per_image.groupby("label_set", sort=False):
-        for key in RECOGNITION_KEYS:
-            metric = COLUMNS[key].metric
-            if metric not in part:
-                continue
-            wide = part.pivot_table(index="image_id", columns="method", values=metric, dropna=False)
-            wide = wide.loc[:, wide.notna().any()].dropna()
-            controls = [str(m) for m in wide.columns if is_control(str(m))]
-            informed = [str(m) for m in wide.columns if not is_control(str(m))]
-            if not controls or not informed or wide.empty:
-                continue
-            sign = 1.0 if raw_higher_is_better(frame, key) else -1.0
-            means = wide.mean()
-            oriented = sign * means
-            median = float(np.median(oriented[informed]))
-            best = max(informed, key=lambda m: float(oriented[m]))
-            for control in controls:
-                diffs = [sign * (wide[control] - wide[m]).to_numpy() for m in informed]
-                p = holm([signed_rank_p(d) for d in diffs])
-                mean_diff = np.array([d.mean() for d in diffs])
-                rows.append(
-                    {
-                        "label_set": str(label_set),
-                        "metric": metric,
-                        "control": control,
-                        "n_images": len(wide),
-                        "control_mean": float(means[control]),
-                        "informed_median": sign * median,
-                        "n_informed": len(informed),
-                        "beats_median": bool(float(oriented[control]) >= median),
-                        "n_significantly_better": (better := int(((p < alpha) & (mean_diff > 0)).sum())),
-                        "flagged": bool(2 * better >= len(informed)),
-                        "n_significantly_worse": int(((p < alpha) & (mean_diff < 0)).sum()),
-                        "best_informed": best,
-                        "best_informed_mean": float(means[best]),
-                    }
-                )
+    for label_set, key, wide in per_metric_tables(per_image):
+        metric = COLUMNS[key].metric
+        wide = wide.dropna()
+        controls = [str(m) for m in wide.columns if is_control(str(m))]
+        informed = [str(m) for m in wide.columns if not is_control(str(m))]
+        if not controls or not informed or wide.empty:
+            continue
+        sign = 1.0 if raw_higher_is_better(frame, key) else -1.0
+        means = wide.mean()
+        oriented = sign * means
+        median = float(np.median(oriented[informed]))
+        best = max(informed, key=lambda m: float(oriented[m]))
+        for control in controls:
+            diffs = [sign * (wide[control] - wide[m]).to_numpy() for m in informed]
+            p = holm([signed_rank_p(d) for d in diffs])
+            mean_diff = np.array([d.mean() for d in diffs])
+            rows.append(
+                {
+                    "label_set": str(label_set),
+                    "metric": metric,
+                    "control": control,
+                    "n_images": len(wide),
+                    "control_mean": float(means[control]),
+                    "informed_median": sign * median,
+                    "n_informed": len(informed),
+                    "beats_median": bool(float(oriented[control]) >= median),
+                    "n_significantly_better": (better := int(((p < alpha) & (mean_diff > 0)).sum())),
+                    "flagged": bool(2 * better >= len(informed)),
+                    "n_significantly_worse": int(((p < alpha) & (mean_diff < 0)).sum()),
+                    "best_informed": best,
+                    "best_informed_mean": float(means[best]),
+                }
+            )
     return pd.DataFrame(rows)
 
 

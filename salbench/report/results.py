@@ -180,12 +180,15 @@ def resampled_values(
         for label_set, rows in per_image.groupby("label_set", sort=True):
             ids = np.array(sorted(rows["image_id"].astype(str).unique()))
             draws = rng.integers(0, len(ids), (b, len(ids)))
+            # each method's rows aligned to ``ids`` once, not once per results row
+            by_method = {
+                str(m): g.set_index(g["image_id"].astype(str)).reindex(ids) for m, g in rows.groupby("method")
+            }
             for i in np.flatnonzero(plain & (frame["label_set"] == label_set).to_numpy()):
-                metric, method = frame["metric"].iat[i], frame["method"].iat[i]
-                mine = rows[rows["method"] == method]
-                if metric not in mine or mine.empty:
+                metric, mine = frame["metric"].iat[i], by_method.get(str(frame["method"].iat[i]))
+                if mine is None or metric not in mine:
                     continue
-                v = mine.set_index(mine["image_id"].astype(str))[metric].reindex(ids).to_numpy(float)
+                v = mine[metric].to_numpy(float)
                 finite = np.isfinite(v)
                 # only values this file reproduces (a NaN map is skipped there and here alike)
                 if not finite.any() or not np.isclose(v[finite].mean(), values[i], rtol=1e-6, atol=1e-9):

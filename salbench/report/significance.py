@@ -10,6 +10,7 @@ by the run's images.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,17 @@ from salbench.store.outputs import write_csv
 
 ALPHA = 0.05
 """Family-wise significance level of the comparisons with the best (per label set and metric)."""
+
+
+def per_metric_tables(per_image: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:
+    """``(label_set, column key, image x method values)`` per label set and recognition metric, the
+    methods with no value at all left out (a per-image NaN stays: a skipped map)."""
+    for label_set, rows in per_image.groupby("label_set", sort=False):
+        for key in RECOGNITION_KEYS:
+            metric = COLUMNS[key].metric
+            if metric in rows:
+                wide = rows.pivot_table(index="image_id", columns="method", values=metric, dropna=False)
+                yield str(label_set), key, wide.loc[:, wide.notna().any()]
 
 
 def paired_tables(
@@ -43,20 +55,14 @@ def paired_tables(
         one row per method); empty when there is nothing to compare.
     """
     parts = []
-    for label_set, rows in per_image.groupby("label_set", sort=False):
-        for key in RECOGNITION_KEYS:
-            metric = COLUMNS[key].metric
-            if metric not in rows:
-                continue
-            wide = rows.pivot_table(index="image_id", columns="method", values=metric, dropna=False)
-            wide = wide.loc[:, wide.notna().any()]
-            if wide.shape[1] < 2:
-                continue
-            values = {str(m): wide[m].to_numpy(float) for m in wide.columns}
-            table = paired_comparison(values, raw_higher_is_better(frame, key), settings, alpha)
-            table.insert(0, "metric", metric)
-            table.insert(0, "label_set", str(label_set))
-            parts.append(table)
+    for label_set, key, wide in per_metric_tables(per_image):
+        if wide.shape[1] < 2:
+            continue
+        values = {str(m): wide[m].to_numpy(float) for m in wide.columns}
+        table = paired_comparison(values, raw_higher_is_better(frame, key), settings, alpha)
+        table.insert(0, "metric", COLUMNS[key].metric)
+        table.insert(0, "label_set", label_set)
+        parts.append(table)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
