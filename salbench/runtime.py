@@ -173,6 +173,16 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def from_rank_zero(obj: Any) -> Any:
+    """Rank 0's ``obj`` (picklable) on every rank of the process group (``obj`` itself outside one);
+    returns once rank 0 has sent it, so it also orders the ranks after rank 0's work."""
+    if world_info()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 @contextlib.contextmanager
 def distributed(device: str) -> Iterator[tuple[int, int]]:
     """Join the ``torchrun`` process group when ``WORLD_SIZE > 1``; yield ``(rank, world_size)``.

@@ -30,11 +30,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 
 from salbench.errors import DataError
 from salbench.progress import bar, counting_passes
-from salbench.runtime import distributed, rank_zero_first, world_info
+from salbench.runtime import all_gather_objects, distributed, from_rank_zero, rank_zero_first, world_info
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
 from salbench.stages.generate import not_applicable_reasons
@@ -288,25 +287,10 @@ def _evaluate_label_set(
     return rows
 
 
-def from_rank_zero(obj: Any) -> Any:
-    """Rank 0's ``obj`` (picklable) on every rank of the process group (``obj`` itself outside one);
-    returns once rank 0 has sent it, so it also orders the ranks after rank 0's work."""
-    if world_info()[1] == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def _summed_over_ranks(seconds: dict[str, float]) -> dict[str, float]:
     """Per-method seconds summed over the ranks; returns once every rank has called it."""
-    if world_info()[1] == 1:
-        return seconds
-    gathered: list[Any] = [None] * world_info()[1]
-    dist.all_gather_object(gathered, seconds)
-    return {
-        m: sum(part.get(m, 0.0) for part in gathered) for m in dict.fromkeys(k for p in gathered for k in p)
-    }
+    parts = all_gather_objects(seconds)
+    return {m: sum(p.get(m, 0.0) for p in parts) for m in dict.fromkeys(k for p in parts for k in p)}
 
 
 def _missing_batches(

@@ -80,8 +80,7 @@ def rank_shard(ws: Workspace) -> range:
     n = len(ws.images)
     if world == 1 or n == 0:
         return range(n)
-    rows = shard_rows(n, rank, world, math.lcm(CHUNK_ROWS, ws.cfg.run.batch_size))
-    return rows if len(rows) else range(0)  # range(n, n) is no chunk-aligned shard when n is not one
+    return shard_rows(n, rank, world, math.lcm(CHUNK_ROWS, ws.cfg.run.batch_size))
 
 
 def _open_store(ws: Workspace, label_set: str, method: SaliencyMethod, shard: range) -> MapStore:

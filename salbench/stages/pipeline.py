@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from salbench.config import CONFIG_DIR, PROTOCOLS
-from salbench.runtime import distributed, world_info
+from salbench.runtime import distributed, from_rank_zero, world_info
 from salbench.stages.cli import COMMANDS, Command, Options, config_from_args, entry, load_commands, register
-from salbench.stages.evaluate import from_rank_zero
 from salbench.stages.generate import methods_of_family
 from salbench.stages.report import PROTOCOLS_DIR
 
