@@ -33,8 +33,7 @@ class RunConfig:
     """Where outputs go and how the run executes.
 
     ``ci_*``: the percentile bootstrap over images of every mean in ``results.csv`` (resamples, level,
-    seed; :class:`salbench.stats.Bootstrap`).
-    """
+    seed; :class:`salbench.stats.Bootstrap`). ``reuse``: :mod:`salbench.stages.reuse`."""
 
     output_root: str = "runs/embedded"
     protocol: Literal["acml2024", "reference"] = "acml2024"
@@ -46,6 +45,7 @@ class RunConfig:
     seed: int = 0
     threads: int = 0
     overwrite: bool = False
+    reuse: bool = True
     ci_resamples: int = 1000
     ci_level: float = 0.95
     ci_seed: int = 0

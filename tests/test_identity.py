@@ -72,15 +72,15 @@ def test_regenerated_maps_are_evaluated_again(run, tmp_path):
 
 def test_interrupted_run_resumed_with_another_batch_size(run, monkeypatch, capsys):
     c, model_dir, tmp = run
-    real_merge = evaluate_stage._merge
+    real_merge = evaluate_stage.merge_parts
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluate_stage, "_merge", killed)
+    monkeypatch.setattr(evaluate_stage, "merge_parts", killed)
     assert recognition.main([*c, "--method", "gradcam"]) == 130  # parts of batch size 4 are left
     assert any((model_dir / "evaluation" / "groundtruth" / ".parts").rglob("*.csv"))
-    monkeypatch.setattr(evaluate_stage, "_merge", real_merge)
+    monkeypatch.setattr(evaluate_stage, "merge_parts", real_merge)
     assert recognition.main([*c, "--method", "gradcam", "--batch-size", "3"]) == 0
     resumed = pd.read_csv(model_dir / "evaluation" / "groundtruth" / "gradcam_recognition.csv")
     shutil.rmtree(tmp / "out" / "embedded_resnet" / "evaluation")

@@ -127,5 +127,6 @@ def test_reexplaining_a_store_uses_the_run_preparation(tmp_path, imagenet_fixtur
     for store_id in ("rise", "iba"):
         path = ws.layout.maps("groundtruth", store_id)
         method = method_from_store(ws, path)
-        again = method(images, targets, ws.generator(store_id, 0)).numpy()
+        gens = ws.row_generators(store_id, [ws.images.ids[i] for i in rows], targets)
+        again = method(images, targets, gens).numpy()
         np.testing.assert_array_equal(again, MapStore.read_only(path).read(rows))

@@ -122,3 +122,23 @@ def test_unknown_model_and_weights():
         build_model(ModelConfig(name="resnet18", weights="IMAGENET9K"))
     with pytest.raises(ConfigError, match=r"needs model\.checkpoint"):
         build_model(ModelConfig(name="embedded_resnet"))
+
+
+def test_training_augmentation_is_a_flip_then_a_zero_padded_shift():
+    """Every output pixel is the (flipped) input pixel shifted by the drawn offset, or 0 outside."""
+    from salbench.models.training import augment
+
+    images = torch.randn(5, 3, 9, 11)
+    out = augment(images, torch.Generator().manual_seed(3), max_shift=2)
+    g = torch.Generator().manual_seed(3)  # the same draws, in the same order
+    flip = torch.rand(5, generator=g) < 0.5
+    shifts = torch.randint(-2, 3, (5, 2), generator=g)
+    for i in range(5):
+        src = images[i].flip(-1) if flip[i] else images[i]
+        dy, dx = int(shifts[i, 0]), int(shifts[i, 1])
+        for y in range(9):
+            for x in range(11):
+                sy, sx = y - dy, x - dx
+                inside = 0 <= sy < 9 and 0 <= sx < 11
+                expected = src[:, sy, sx] if inside else torch.zeros(3)
+                assert torch.equal(out[i, :, y, x], expected)

@@ -62,7 +62,7 @@ def test_a_full_disk_is_one_line_and_keeps_completed_work(tmp_path, imagenet_fix
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, frame)
 
-    monkeypatch.setattr("salbench.stages.evaluate.write_csv", full)
+    monkeypatch.setattr("salbench.stages.parts.write_csv", full)
     assert salbench(["generate", *c, "--method", "fakecam"]) == 0
     assert salbench(["evaluate", "recognition", *c]) == 2
     err = capsys.readouterr().err
@@ -70,5 +70,5 @@ def test_a_full_disk_is_one_line_and_keeps_completed_work(tmp_path, imagenet_fix
     assert len(line) == 1 and "Traceback" not in err
     assert "No space left on device; completed work is kept" in line[0]
     assert done.is_file()  # the diagnostics written before are intact
-    monkeypatch.setattr("salbench.stages.evaluate.write_csv", real)
+    monkeypatch.setattr("salbench.stages.parts.write_csv", real)
     assert salbench(["evaluate", "recognition", *c]) == 0  # the rerun finishes the work

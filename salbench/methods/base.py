@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from salbench import rng
 from salbench.config import build_dataclass
 from salbench.errors import ConfigError, DataError, SalbenchError
 from salbench.registry import Registry
@@ -121,6 +122,12 @@ class SaliencyMethod(abc.ABC):
     normalisation: ClassVar[str] = ""
     params_cls: ClassVar[type[MethodParams]] = MethodParams
 
+    @property
+    def row_separable(self) -> bool:
+        """True when an image's map depends only on the image, its target and its own generator (one
+        per image, :mod:`salbench.rng`), not on the other images of the batch."""
+        return True
+
     def __init__(self, model: nn.Module, context: MethodContext, params: MethodParams | None = None):
         self.model = model
         self.context = context
@@ -152,7 +159,7 @@ class SaliencyMethod(abc.ABC):
 
     @abc.abstractmethod
     def explain(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators = None
     ) -> torch.Tensor:
         """Return maps (N,H,W) float32, finite, for normalised ``images`` (N,C,H,W) and ``targets`` (N,).
 
@@ -161,7 +168,7 @@ class SaliencyMethod(abc.ABC):
         """
 
     def __call__(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators = None
     ) -> torch.Tensor:
         """:meth:`explain` with its inputs and outputs checked (shapes, target range, finite maps in [0, 1]).
 

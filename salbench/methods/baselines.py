@@ -11,6 +11,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from salbench import rng
 from salbench.errors import ConfigError
 from salbench.methods.base import METHODS, SaliencyMethod
 from salbench.methods.gradients import check_batch
@@ -34,7 +35,7 @@ class FakeCAM(SaliencyMethod):
     normalisation: ClassVar[str] = "none: constant 1 with pixel (0, 0) set to 0"
 
     def explain(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators = None
     ) -> torch.Tensor:
         """(N,H,W) float32 ones with ``[:, 0, 0] = 0``."""
         check_batch(images, targets)
@@ -57,15 +58,14 @@ class RandomMap(SaliencyMethod):
     normalisation: ClassVar[str] = "none: uniform [0, 1) samples"
 
     def explain(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators = None
     ) -> torch.Tensor:
-        """(N,H,W) float32 uniform [0, 1) from ``generator``."""
+        """(N,H,W) float32 uniform [0, 1) from ``generator`` (one draw, or one per image)."""
         check_batch(images, targets)
         if generator is None:
             raise ConfigError("random is stochastic: pass a torch.Generator")
         n, _, h, w = images.shape
-        maps = torch.rand((n, h, w), generator=generator, device=generator.device, dtype=torch.float32)
-        return maps.to(images.device)
+        return rng.rand(generator, (n, h, w), 0).to(images.device)
 
 
 def grey(pixels: torch.Tensor) -> torch.Tensor:
@@ -105,7 +105,7 @@ class EdgeMap(SaliencyMethod):
     )
 
     def explain(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators = None
     ) -> torch.Tensor:
         """(N,H,W) float32 in [0, 1]; a flat image gives zeros."""
         check_batch(images, targets)

@@ -59,6 +59,7 @@ from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from salbench import rng
 from salbench.errors import ConfigError, DataError, NotApplicableError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
 from salbench.methods.gradients import check_batch
@@ -153,7 +154,7 @@ class LibraryCAM(SaliencyMethod):
         check_grid(self.name, self.model, self.context.target_layer, example)
 
     def explain(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators = None
     ) -> torch.Tensor:
         """Maps (N,H,W) float32 in [0, 1] at the input resolution; ``generator`` is unused."""
         check_batch(images, targets)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from salbench import rng
 from salbench.errors import ConfigError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
 from salbench.saliency import minmax_per_image
@@ -116,7 +117,7 @@ class Casme(SaliencyMethod):
 
     @torch.no_grad()
     def explain(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators = None
     ) -> torch.Tensor:
         """Maps (N,H,W) float32 in [0, 1] for ``images`` (N,C,H,W), C the masker encoder's channels;
         ``targets`` (N,) are not used."""

@@ -28,6 +28,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from salbench import rng
 from salbench.errors import ConfigError, DataError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
 from salbench.methods.batchnorm import per_sample_batchnorm, restored_buffers
@@ -113,9 +114,11 @@ def riemann_rule(rule: str, n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (k + offsets[rule]) / n, torch.full((n,), 1.0 / n, dtype=torch.float64)
 
 
-def _dropout_rng(device: torch.device, generator: torch.Generator | None):
+def _dropout_rng(device: torch.device, generator: rng.Generators):
     """The global RNGs that dropout draws from (CPU and ``device``), seeded from one draw of ``generator``
-    and restored on exit: active dropout in training mode is reproducible under the call's generator."""
+    (the first image's with per-image generators: dropout masks are drawn for the whole batch) and
+    restored on exit: active dropout in training mode is reproducible under the call's generator."""
+    generator = rng.first(generator)
     seed = 0 if generator is None else int(torch.randint(2**62, (1,), generator=generator))
     return seeded_global_rng(device, seed)
 
@@ -180,14 +183,22 @@ class GradientFamilyMethod(SaliencyMethod):
         """Rows per forward pass for methods that expand each image."""
         return int(getattr(self.params, "internal_batch_size", 1))
 
+    @property
+    def row_separable(self) -> bool:
+        """False in training mode on a model with dropout (one dropout draw for the whole batch);
+        batch norm in training mode uses each image's own statistics, which keeps images apart."""
+        if not self.params.train_mode:
+            return True
+        return not any(isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in self.model.modules())
+
     def explain(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators = None
     ) -> torch.Tensor:
         """Maps (N,H,W) float32 in [0, 1]: :meth:`raw_attributions` deprocessed."""
         return self._deprocess(self.raw_attributions(images, targets, generator)).float()
 
     def raw_attributions(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators = None
     ) -> torch.Tensor:
         """Attributions (N,C,H,W) before deprocessing, w.r.t. the normalised input.
 
@@ -199,12 +210,12 @@ class GradientFamilyMethod(SaliencyMethod):
         x = images.detach()
         t = targets.to(device=images.device, dtype=torch.long)
         train = bool(self.params.train_mode)
-        rng = _dropout_rng(x.device, generator) if train else contextlib.nullcontext()
+        dropout = _dropout_rng(x.device, generator) if train else contextlib.nullcontext()
         with (
             model_mode(self.model, train),
             frozen_parameters(self.model),
             restored_buffers(self.model),
-            rng,
+            dropout,
             torch.enable_grad(),
         ):
             if not train:
@@ -224,7 +235,7 @@ class GradientFamilyMethod(SaliencyMethod):
 
     @abc.abstractmethod
     def _attribute(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators
     ) -> torch.Tensor:
         """(N,C,H,W) raw attributions for a batch, called inside all scopes."""
 
@@ -241,7 +252,7 @@ class Gradient(GradientFamilyMethod):
     name: ClassVar[str] = "gradient"
 
     def _attribute(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators
     ) -> torch.Tensor:
         return input_gradients(self.model, images, targets)
 
@@ -256,7 +267,7 @@ class InputXGradient(GradientFamilyMethod):
     name: ClassVar[str] = "input_x_gradient"
 
     def _attribute(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators
     ) -> torch.Tensor:
         return images * input_gradients(self.model, images, targets)
 
@@ -278,7 +289,7 @@ class GuidedBackprop(GradientFamilyMethod):
     name: ClassVar[str] = "guided_backprop"
 
     def _attribute(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators
     ) -> torch.Tensor:
         with removable_hooks() as handles:
             for module in self.model.modules():
@@ -323,7 +334,7 @@ class IntegratedGradients(GradientFamilyMethod):
             raise ConfigError(f"internal_batch_size must be >= 1, got {p.internal_batch_size}")
 
     def _attribute(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators
     ) -> torch.Tensor:
         alphas, weights = riemann_rule(self.params.rule, self.params.n_steps)
         alphas = alphas.to(device=images.device, dtype=images.dtype)
@@ -348,8 +359,9 @@ class SmoothGrad(GradientFamilyMethod):
     ``x + N(0, sigma^2)``, ``sigma = noise_level * (max(x) - min(x))`` per image (the paper's noise
     level as a fraction of the input range; 10-20% recommended), in normalised input space.
 
-    The noise comes from the call's ``generator`` (required), drawn image by image, so an image's map
-    does not depend on the batch it is in. ``f_c`` is the logit.
+    The noise comes from the call's ``generator`` (required), drawn image by image (from each image's
+    own generator when given one per image, so an image's map does not depend on the batch it is in).
+    ``f_c`` is the logit.
     """
 
     name: ClassVar[str] = "smoothgrad"
@@ -366,18 +378,16 @@ class SmoothGrad(GradientFamilyMethod):
             raise ConfigError(f"internal_batch_size must be >= 1, got {p.internal_batch_size}")
 
     def _attribute(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators
     ) -> torch.Tensor:
         if generator is None:
             raise ConfigError("smoothgrad is stochastic: pass a torch.Generator")
         out = []
-        for image, target in zip(images, targets):
+        gens = rng.per_image(generator, len(images)) or [generator] * len(images)
+        for image, target, g in zip(images, targets, gens):
             sigma = self.params.noise_level * (image.max() - image.min())
             noise = torch.randn(
-                (self.params.n_samples, *image.shape),
-                generator=generator,
-                device=generator.device,
-                dtype=image.dtype,
+                (self.params.n_samples, *image.shape), generator=g, device=g.device, dtype=image.dtype
             ).to(image.device)
             noisy = image.unsqueeze(0) + sigma * noise
             out.append(self._chunked_gradients(noisy, target.expand(self.params.n_samples)).mean(dim=0))

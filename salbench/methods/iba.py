@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from salbench import rng
 from salbench.errors import ConfigError, SalbenchError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, Preparation, SaliencyMethod
 from salbench.methods.spatial import check_grid, from_grid, layer_output, require_layer, to_grid
@@ -78,9 +79,8 @@ class IbaParams(MethodParams):
             raise ConfigError("iba: beta and sigma must be >= 0; lr and min_std must be > 0")
 
 
-def _draw_seeds(generator: torch.Generator | None, n: int) -> list[int]:
-    dev = generator.device if generator is not None else torch.device("cpu")
-    return [int(v) for v in torch.randint(0, 2**62, (n,), generator=generator, device=dev)]
+def _draw_seeds(generator: rng.Generators, n: int) -> list[int]:
+    return rng.draw_seeds(generator, n, 2**62)
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -182,7 +182,7 @@ class Iba(SaliencyMethod):
         self.n_fitted = n
 
     def explain(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators = None
     ) -> torch.Tensor:
         """IBA maps (N,H,W) float32 in [0, 1] for normalised ``images`` (N,C,H,W), ``targets`` (N,)."""
         if self.feature_mean is None:

@@ -24,6 +24,7 @@ from sklearn.linear_model import Lasso, Ridge
 from sklearn.metrics import pairwise_distances
 from torch import nn
 
+from salbench import rng
 from salbench.errors import ConfigError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
 from salbench.saliency import minmax_per_image
@@ -98,12 +99,10 @@ class LimeParams(MethodParams):
         _choice(self.score, SCORES, "score")
 
 
-def draw_seeds(generator: torch.Generator | None, n: int) -> list[int]:
-    """``n`` integer seeds in [0, 2^31) drawn in order from ``generator`` (torch's global RNG if None)."""
-    if n == 0:
-        return []
-    dev = generator.device if generator is not None else torch.device("cpu")
-    return [int(v) for v in torch.randint(0, 2**31 - 1, (n,), generator=generator, device=dev)]
+def draw_seeds(generator: rng.Generators, n: int) -> list[int]:
+    """``n`` integer seeds in [0, 2^31): one per image from per-image generators, else drawn in order
+    from ``generator`` (torch's global RNG if None)."""
+    return rng.draw_seeds(generator, n, 2**31 - 1)
 
 
 def quickshift_segments(
@@ -276,7 +275,7 @@ class Lime(SaliencyMethod):
         return out
 
     def explain(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators = None
     ) -> torch.Tensor:
         """LIME maps (N,H,W) float32 in [0, 1] for normalised ``images`` (N,C,H,W), ``targets`` (N,)."""
         seeds = draw_seeds(generator, images.shape[0])

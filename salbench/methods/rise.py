@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from salbench import rng
 from salbench.errors import ConfigError, DataError, SalbenchError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, Preparation, SaliencyMethod
 from salbench.saliency import minmax_per_image
@@ -278,12 +279,12 @@ class Rise(SaliencyMethod):
         return out.view(B, N)
 
     def explain(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators = None
     ) -> torch.Tensor:
         """RISE maps (N,H,W) float32 in [0, 1] for normalised ``images`` (N,C,H,W), ``targets`` (N,)."""
         p: RiseParams = self.params  # type: ignore[assignment]
         H, W = images.shape[-2:]
-        masks = self._masks_for((H, W), images.device, generator)
+        masks = self._masks_for((H, W), images.device, rng.first(generator))
         scores = self.scores(images, targets.to(images.device).long(), masks)
         sal = scores @ masks.reshape(masks.shape[0], -1).float() / (masks.shape[0] * p.p1)
         return minmax_per_image(sal.reshape(-1, H, W))

@@ -23,6 +23,7 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
+from salbench import rng
 from salbench.errors import ConfigError, DataError
 from salbench.metrics.base import (
     METRICS,
@@ -40,11 +41,12 @@ from salbench.scoped import model_mode
 
 Correlation = Literal["spearman", "pearson"]
 Grouping = Literal["entries", "pixels"]
-Baseline = Callable[[tuple[int, int, int, int], torch.Generator | None], torch.Tensor]
+Baseline = Callable[[tuple[int, int, int, int], rng.Generators], torch.Tensor]
 """``baseline((G, S, N, C), generator)`` -> replacement values broadcastable to (G,S,N,C).
 
 Entry ``[g, s, n, c]`` is the value written into channel ``c`` of every perturbed entry of image ``n``
-for group ``g``, sample ``s``. Must be pure apart from the generator.
+for group ``g``, sample ``s``. Must be pure apart from the generator (one, or one per image: image
+``n``'s values then come from generator ``n`` alone, see :mod:`salbench.rng`).
 """
 
 
@@ -55,11 +57,10 @@ def uniform_baseline(low: float = 0.0, high: float = 1.0, per_channel: bool = Fa
     every perturbed entry; Quantus 0.5 drew one value per channel (``per_channel=True``).
     """
 
-    def draw(shape: tuple[int, int, int, int], generator: torch.Generator | None) -> torch.Tensor:
+    def draw(shape: tuple[int, int, int, int], generator: rng.Generators) -> torch.Tensor:
         g, s, n, c = shape
         size = (g, s, n, c if per_channel else 1)
-        device = generator.device if generator is not None else None
-        return low + (high - low) * torch.rand(size, generator=generator, dtype=torch.float64, device=device)
+        return low + (high - low) * rng.rand(generator, size, 2, dtype=torch.float64)
 
     return draw
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from salbench import rng
 from salbench.errors import ConfigError, DataError
 from salbench.metrics.base import MetricDef, MetricGroup, MetricInputs, MetricParams, Scores, register
 from salbench.scoped import frozen_parameters, model_mode
@@ -33,7 +34,7 @@ from salbench.scoped import frozen_parameters, model_mode
 Explain = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``explain(images (M,C,H,W), targets (M,)) -> maps (M,H,W)``."""
 
-Perturb = Callable[[torch.Tensor, int, torch.Generator | None], torch.Tensor]
+Perturb = Callable[[torch.Tensor, int, rng.Generators], torch.Tensor]
 """``perturb(images (N,C,H,W), nr_samples, generator) -> (S,N,C,H,W)`` perturbed inputs."""
 
 
@@ -45,10 +46,12 @@ def uniform_noise(lower_bound: float = 0.2) -> Perturb:
     if lower_bound <= 0:
         raise ConfigError(f"lower_bound: must be positive, got {lower_bound}")
 
-    def perturb(images: torch.Tensor, nr_samples: int, generator: torch.Generator | None) -> torch.Tensor:
+    def perturb(images: torch.Tensor, nr_samples: int, generator: rng.Generators) -> torch.Tensor:
         size = (nr_samples, *images.shape)
-        device = generator.device if generator is not None else images.device
-        noise = torch.rand(size, generator=generator, dtype=torch.float64, device=device).to(images.device)
+        if generator is None:
+            noise = torch.rand(size, dtype=torch.float64, device=images.device)
+        else:  # one draw, or image n's noise from generator n alone (salbench.rng)
+            noise = rng.rand(generator, size, 1, dtype=torch.float64).to(images.device)
         noise = noise * (2.0 * lower_bound) - lower_bound
         return (images.unsqueeze(0).to(torch.float64) + noise).to(images.dtype)
 

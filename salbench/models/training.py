@@ -42,10 +42,9 @@ def augment(images: torch.Tensor, generator: torch.Generator, max_shift: int) ->
     if max_shift > 0:
         shifts = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator)
         padded = F.pad(out, (max_shift,) * 4)
-        rows = (torch.arange(h).view(1, h) + max_shift - shifts[:, :1]).clamp(0, h + 2 * max_shift - 1)
-        cols = (torch.arange(w).view(1, w) + max_shift - shifts[:, 1:]).clamp(0, w + 2 * max_shift - 1)
-        idx_n = torch.arange(n).view(n, 1, 1)
-        out = padded.permute(0, 2, 3, 1)[idx_n, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
+        top, left = (max_shift - shifts[:, 0]).tolist(), (max_shift - shifts[:, 1]).tolist()
+        # one window of the padded image per image (a copy: 3x faster than a gather over all pixels)
+        out = torch.stack([padded[i, :, t : t + h, c : c + w] for i, (t, c) in enumerate(zip(top, left))])
     return out.contiguous()
 
 
@@ -170,10 +169,12 @@ def train_embedded_model(cfg: Config, device: torch.device, progress: bool = Tru
     ckpt = embedded_checkpoint(cfg)
     if ckpt.is_file() and not cfg.run.overwrite:
         _, meta = load_checkpoint(ckpt)
-        log.info(
-            "reusing %s (eval top-1 %.3f)", ckpt, meta.get("eval", {}).get("top1_accuracy", float("nan"))
-        )
-        return meta
+        made = (meta.get("train"), meta.get("data"))
+        if made == (config_to_dict(cfg.train), config_to_dict(cfg.data.embedded)):
+            top1 = meta.get("eval", {}).get("top1_accuracy", float("nan"))
+            log.info("reusing %s (eval top-1 %.3f)", ckpt, top1)
+            return meta
+        log.warning("%s was trained with other train/data settings: retrained", ckpt)
     splits = {s: open_data(cfg, split=s, limit=0) for s in ("train", "val", "eval")}
     tensors = {s: load_split(src, progress) for s, src in splits.items()}
     num_classes = splits["train"].num_classes

@@ -52,6 +52,8 @@ def common_parser(description: str, label_sets: bool = True) -> argparse.Argumen
     g.add_argument("--seed", type=int, help="seed of every random draw")
     g.add_argument("--threads", type=int, help="CPU threads for torch (0 = torch default)")
     g.add_argument("--overwrite", action="store_true", default=None, help="recompute completed outputs")
+    no_reuse = "compute every label set's maps and scores, also those of an earlier label set's target"
+    g.add_argument("--no-reuse", dest="reuse", action="store_false", default=None, help=no_reuse)
     m = p.add_argument_group("model and its input ([key]: the config key a flag sets)")
     m.add_argument(
         "--model",
@@ -103,6 +105,7 @@ _FLAG_KEYS: dict[str, tuple[str, str]] = {
     "seed": ("run", "seed"),
     "threads": ("run", "threads"),
     "overwrite": ("run", "overwrite"),
+    "reuse": ("run", "reuse"),
     "model": ("model", "name"),
     "weights": ("model", "weights"),
     "checkpoint": ("model", "checkpoint"),

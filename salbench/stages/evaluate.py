@@ -18,14 +18,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import json
 import logging
-import shutil
 import time
 from collections import defaultdict
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,14 +29,28 @@ import torch
 from salbench.errors import DataError
 from salbench.progress import bar, counting_passes
 from salbench.runtime import all_gather_objects, distributed, from_rank_zero, rank_zero_first, world_info
+from salbench.scoped import count_passes
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
 from salbench.stages.generate import not_applicable_reasons
 from salbench.stages.kinds import KINDS, Batch, Kind, compute_kind, make_state, summary_rows
+from salbench.stages.parts import (
+    evaluation_key,
+    final_path,
+    find_score_source,
+    fresh_parts,
+    is_done,
+    merge_parts,
+    open_store,
+    part_paths,
+    read_maps,
+    write_part,
+)
+from salbench.stages.reuse import ScoreSource
 from salbench.stages.workspace import Workspace, open_workspace
 from salbench.stats import Bootstrap
 from salbench.store.maps import MapStore
-from salbench.store.outputs import atomic_path, digest, file_lock, write_csv, write_json, write_run_record
+from salbench.store.outputs import file_lock, write_run_record
 from salbench.store.results import read_results, upsert_results
 
 log = logging.getLogger(__name__)
@@ -60,132 +69,6 @@ def available_methods(ws: Workspace, label_set: str) -> list[str]:
         except Exception as exc:  # an unreadable store must not stop the others
             log.warning("%s cannot be read (%s); not evaluated", path, exc)
     return out
-
-
-def open_store(ws: Workspace, label_set: str, method: str) -> tuple[MapStore, np.ndarray]:
-    """The complete store of ``method`` and, per image of the run in order, its row in the store.
-
-    Raises:
-        DataError: the store holds another method's, label set's, model's or protocol's maps (its
-            attributes say so), or other images, naming the store and what differs.
-    """
-    path = ws.layout.maps(label_set, method)
-    store = MapStore.read_only(path)
-    attrs, hint = store.attrs, "regenerate it (--overwrite) or use another --output-root"
-    expected = {
-        "method": (attrs.get("method", {}).get("method"), method),
-        "label_set": (attrs.get("label_set"), label_set),
-        "model": (attrs.get("model"), ws.cfg.model.name),
-        "model_id": (attrs.get("model_id"), ws.model_id),
-        "protocol": (attrs.get("protocol"), ws.cfg.run.protocol),
-    }
-    for key, (stored, wanted) in expected.items():
-        if stored != wanted:
-            raise DataError(f"map store {path}: made for {key} {stored!r}, this run has {wanted!r}; {hint}")
-    position = {image_id: i for i, image_id in enumerate(store.ids)}
-    missing = [i for i in ws.images.ids if i not in position]
-    if missing:
-        raise DataError(
-            f"map store {path}: no map of image {missing[0]!r} ({len(missing)} of {len(ws.images)} images "
-            f"missing); {hint}"
-        )
-    return store, np.array([position[i] for i in ws.images.ids], dtype=np.int64)
-
-
-def read_maps(store: MapStore, rows: np.ndarray) -> np.ndarray:
-    """Maps of store ``rows``; a non-finite map can only be a deleted or damaged chunk: an error."""
-    maps = store.read(rows)
-    bad = ~np.isfinite(maps.reshape(len(rows), -1)).all(axis=1)
-    if bad.any():
-        raise DataError(
-            f"map store {store.path}: rows {rows[bad].min()}-{rows[bad].max()} read as missing maps (a "
-            "deleted or damaged chunk); run `salbench verify` to reset them, then regenerate"
-        )
-    return maps
-
-
-def evaluation_key(ws: Workspace, kind: Kind, label_set: str, store: MapStore, targets: Any) -> dict:
-    """Everything that decides one method's ``kind`` outputs, and its digest (``key``)."""
-    params = [dataclasses.asdict(p) for p in kind.params(ws)]
-    store_id = {k: v for k, v in store.attrs.items() if k != "last_run"}
-    inputs = {
-        "kind": kind.name,
-        "params": params,
-        "maps": digest({"attrs": store_id, "ids": store.ids}),
-        "images": ws.images_id,
-        "model": ws.model_id,
-        "targets": digest([np.asarray(a).tolist() for a in targets]),
-        "label_set": label_set,
-        "protocol": ws.cfg.run.protocol,
-        "seed": ws.cfg.run.seed,
-        "batch_size": ws.cfg.run.batch_size,
-        "max_batch": ws.cfg.run.max_batch,
-    }
-    return {"key": digest(inputs), "inputs": inputs}
-
-
-def _part_paths(ws: Workspace, label_set: str, method: str, kind: str, b: int) -> tuple[Path, Path]:
-    folder = ws.layout.evaluation_dir(label_set) / ".parts" / f"{method}_{kind}"
-    return folder / f"{b:06d}.csv", folder / f"{b:06d}.npz"
-
-
-def _final_path(ws: Workspace, label_set: str, method: str, kind: str) -> Path:
-    return ws.layout.evaluation_dir(label_set) / f"{method}_{kind}.csv"
-
-
-def _sidecar(final: Path) -> Path:
-    return final.with_suffix(".json")
-
-
-def _is_done(final: Path, ids: list[str], key: str) -> bool:
-    """The per-image CSV exists for exactly these images and its sidecar records the same inputs."""
-    if not final.is_file() or not _sidecar(final).is_file():
-        return False
-    try:
-        recorded = json.loads(_sidecar(final).read_text()).get("key")
-        frame = pd.read_csv(final, usecols=["image_id"], dtype={"image_id": str})
-    except (ValueError, OSError, pd.errors.ParserError):
-        return False
-    return recorded == key and frame["image_id"].tolist() == ids
-
-
-def _write_part(csv: Path, npz: Path, batch: Batch, columns: dict, arrays: dict) -> None:
-    if arrays:
-        with atomic_path(npz) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, image_ids=np.asarray(batch.ids), **arrays)
-    frame = pd.DataFrame({"image_id": batch.ids, **{k: np.asarray(v) for k, v in columns.items()}})
-    write_csv(csv, frame)  # written last: its presence marks the part complete
-
-
-def _merge(ws: Workspace, label_set: str, method: str, kind: str, n_batches: int, key: dict) -> pd.DataFrame:
-    """The parts of every batch -> the per-image CSV (+ curves), its sidecar last; parts removed."""
-    parts = [_part_paths(ws, label_set, method, kind, b) for b in range(n_batches)]
-    frame = pd.concat([pd.read_csv(c, dtype={"image_id": str}) for c, _ in parts], ignore_index=True)
-    if frame["image_id"].tolist() != ws.images.ids:
-        raise DataError(f"{parts[0][0].parent}: parts do not cover this run's images; rerun with --overwrite")
-    if parts[0][1].is_file():
-        loaded = [np.load(z, allow_pickle=False) for _, z in parts]
-        arrays = {k: np.concatenate([d[k] for d in loaded]) for k in loaded[0].files}
-        out = ws.layout.evaluation_dir(label_set) / f"{method}_curves.npz"
-        with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-    final = _final_path(ws, label_set, method, kind)
-    write_csv(final, frame)
-    write_json(_sidecar(final), key)  # last: a CSV without a matching sidecar is not complete
-    shutil.rmtree(parts[0][0].parent, ignore_errors=True)
-    return frame
-
-
-def _fresh_parts(ws: Workspace, label_set: str, method: str, kind: str, key: dict) -> None:
-    """Keep the parts of an interrupted run only if they were computed from the same inputs."""
-    folder = _part_paths(ws, label_set, method, kind, 0)[0].parent
-    stamp = folder / "key.json"
-    recorded = json.loads(stamp.read_text()).get("key") if stamp.is_file() else None
-    if ws.cfg.run.overwrite or recorded != key["key"]:
-        if folder.exists():
-            log.info("%s: parts of other inputs discarded", folder)
-        shutil.rmtree(folder, ignore_errors=True)
-        write_json(stamp, key)
 
 
 def evaluate(
@@ -247,7 +130,7 @@ def _evaluate_label_set(
     stores = {m: open_store(ws, label_set, m) for m in todo}
     keys = {m: evaluation_key(ws, kind, label_set, stores[m][0], [*targets[0], targets[1]]) for m in todo}
     folder = ws.layout.evaluation_dir(label_set)
-    finals = {m: _final_path(ws, label_set, m, kind.name) for m in todo}
+    finals = {m: final_path(ws, label_set, m, kind.name) for m in todo}
     rows: list[dict] = []
     with contextlib.ExitStack() as locks:
         plan: tuple[list[str], list[tuple[int, list[str]]]] = ([], [])
@@ -255,19 +138,31 @@ def _evaluate_label_set(
             for m in sorted(todo):  # one order for every process: no deadlock
                 locks.enter_context(file_lock(folder / ".locks" / f"{m}_{kind.name}.lock"))
             reuse = not ws.cfg.run.overwrite
-            pending = [m for m in todo if not (reuse and _is_done(finals[m], ws.images.ids, keys[m]["key"]))]
+            pending = [m for m in todo if not (reuse and is_done(finals[m], ws.images.ids, keys[m]["key"]))]
             for m in pending:
-                _fresh_parts(ws, label_set, m, kind.name, keys[m])
+                fresh_parts(ws, label_set, m, kind.name, keys[m])
             plan = (pending, _missing_batches(ws, kind.name, label_set, pending))
         pending, batches = from_rank_zero(plan)
         if pending:
             share = batches[rank::world]  # in turn: a resumed run's missing batches stay balanced
-            seconds = _run_batches(
-                ws, kind, label_set, {m: stores[m] for m in pending}, targets, share, progress and rank == 0
+            sources = {m: find_score_source(ws, kind, label_set, m, keys[m], targets[0][0]) for m in pending}
+            seconds, copied = _run_batches(
+                ws,
+                kind,
+                label_set,
+                {m: stores[m] for m in pending},
+                targets,
+                share,
+                sources,
+                progress and rank == 0,
             )
             seconds = _summed_over_ranks(seconds)  # also waits until every rank has written its parts
+            copied = _summed_over_ranks(copied)
             if rank == 0:
                 extra = {"kind": kind.name, "seconds_per_method": seconds, "n_images": len(ws.images)}
+                extra["model_passes"] = {k: int(copied.pop(k, 0)) for k in ("forward_rows", "backward_rows")}
+                extra["reused_rows"] = {m: int(copied.get(m, 0)) for m in pending}
+                extra["reused_from"] = {m: s.label_set for m, s in sources.items() if s and copied.get(m)}
                 extra |= {"processes": world, "intervals": Bootstrap.from_run(ws.cfg.run).describe()}
                 extra |= {"inputs": {m: keys[m] for m in pending}, **ws.describe()}
                 manifest = f"{kind.name}_manifest.json"
@@ -277,7 +172,7 @@ def _evaluate_label_set(
         n_batches = -(-len(ws.images) // ws.cfg.run.batch_size)
         for m in todo:
             frame = (
-                _merge(ws, label_set, m, kind.name, n_batches, keys[m])
+                merge_parts(ws, label_set, m, kind.name, n_batches, keys[m])
                 if m in pending
                 else pd.read_csv(finals[m], dtype={"image_id": str})
             )
@@ -300,7 +195,7 @@ def _missing_batches(
     n_batches = -(-len(ws.images) // ws.cfg.run.batch_size)
     out = []
     for b in range(n_batches):
-        todo = [m for m in methods if not _part_paths(ws, label_set, m, kind, b)[0].is_file()]
+        todo = [m for m in methods if not part_paths(ws, label_set, m, kind, b)[0].is_file()]
         if todo:
             out.append((b, todo))
     return out
@@ -313,19 +208,28 @@ def _run_batches(
     stores: dict[str, tuple[MapStore, np.ndarray]],
     targets: tuple[tuple[np.ndarray, np.ndarray], np.ndarray],
     batches: list[tuple[int, list[str]]],
+    sources: dict[str, ScoreSource | None],
     progress: bool,
-) -> dict[str, float]:
-    """Write the parts of ``batches`` (index, methods); wall seconds per method."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Write the parts of ``batches`` (index, methods); wall seconds and copied rows per method."""
     bs, n = ws.cfg.run.batch_size, len(ws.images)
     seconds: dict[str, float] = defaultdict(float)
+    copied: dict[str, float] = defaultdict(float)
     state = make_state(kind, ws, label_set)
     ranges = [(b, np.arange(b * bs, min((b + 1) * bs, n)), todo) for b, todo in batches]
     total = sum(len(rows) for _, rows, _ in ranges)
-    with bar(total, f"{kind.name} {label_set}", enabled=progress) as shown, counting_passes(shown, ws.model):
+    with (
+        bar(total, f"{kind.name} {label_set}", enabled=progress) as shown,
+        counting_passes(shown, ws.model),
+        count_passes(ws.model) as passes,
+    ):
         for b, rows, todo in ranges:
-            _evaluate_batch(ws, kind, label_set, b, rows, todo, stores, targets, state, seconds)
+            _evaluate_batch(
+                ws, kind, label_set, b, rows, todo, stores, targets, state, sources, (seconds, copied)
+            )
             shown.update(len(rows))
-    return dict(seconds)
+    copied["forward_rows"], copied["backward_rows"] = passes.forward_rows, passes.backward_rows
+    return dict(seconds), dict(copied)
 
 
 def _evaluate_batch(
@@ -338,9 +242,12 @@ def _evaluate_batch(
     stores: dict[str, tuple[MapStore, np.ndarray]],
     targets: tuple[tuple[np.ndarray, np.ndarray], np.ndarray],
     state: dict,
-    seconds: dict[str, float],
+    sources: dict[str, ScoreSource | None],
+    tallies: tuple[dict[str, float], dict[str, float]],
 ) -> None:
-    """Load one aligned batch once and write every pending method's part for it."""
+    """Load one aligned batch once and write every pending method's part for it (rows whose scores an
+    earlier label set computed for the same image, target and map are copied: :mod:`.reuse`)."""
+    seconds, copied = tallies
     (labels, base), correct = targets
     dev = ws.runtime.torch_device
     batch = Batch(
@@ -355,9 +262,20 @@ def _evaluate_batch(
     for m in methods:
         t0 = time.perf_counter()
         store, position = stores[m]
-        maps = torch.from_numpy(read_maps(store, position[rows])).to(dev)
-        columns, arrays = compute_kind(kind, ws, batch, m, maps, state)
-        _write_part(*_part_paths(ws, label_set, m, kind.name, b), batch, columns, arrays)
+        maps = read_maps(store, position[rows])
+        source = sources.get(m)
+        copy = source.copyable(rows, maps, read_maps) if source else np.zeros(len(rows), dtype=bool)
+        if not copy.any():
+            columns, arrays = compute_kind(kind, ws, batch, m, torch.from_numpy(maps).to(dev), state)
+            write_part(*part_paths(ws, label_set, m, kind.name, b), batch.ids, columns, arrays)
+        else:
+            columns, arrays = {}, {}
+            if not copy.all():
+                sub = batch.subset(~copy)
+                columns, arrays = compute_kind(kind, ws, sub, m, torch.from_numpy(maps[~copy]).to(dev), state)
+            frame, arrays = source.part(batch.ids, copy, columns, arrays)
+            write_part(*part_paths(ws, label_set, m, kind.name, b), batch.ids, frame, arrays)
+            copied[m] += int(copy.sum())
         seconds[m] += time.perf_counter() - t0
 
 

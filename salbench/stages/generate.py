@@ -43,10 +43,12 @@ from salbench.errors import ConfigError, NotApplicableError
 from salbench.methods import METHODS, SaliencyMethod
 from salbench.methods.deprocess import DEPROCESSORS
 from salbench.progress import bar, counting_passes
+from salbench.rng import SEEDING
 from salbench.runtime import all_gather_objects, barrier, distributed, rank_zero_first, world_info
 from salbench.scoped import count_passes
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
+from salbench.stages.reuse import map_source
 from salbench.stages.workspace import Workspace, open_workspace
 from salbench.store.maps import MapStore, shard_rows
 from salbench.store.outputs import write_json
@@ -100,6 +102,7 @@ def _open_store(ws: Workspace, label_set: str, method: SaliencyMethod, shard: ra
         "model_config": config_to_dict(ws.cfg.model),
         # content hash of materialised (augmented) inputs: every method of a variant sees the same bytes
         "inputs_hash": getattr(ws.images, "meta", {}).get("content_hash"),
+        "seeding": SEEDING,
     }
     path = ws.layout.maps(label_set, method.store_id)
     kw = {"chunk_rows": CHUNK_ROWS, "attrs": _jsonable(attrs), "shard": shard}
@@ -133,6 +136,10 @@ class GenerationRecord:
     """Why the method was skipped ("" when it applies)."""
     processes: int = 1
     """Ranks that shared the work; ``seconds`` and the passes are summed over them."""
+    n_reused: int = 0
+    """Maps copied from ``reused_from`` (same image and target), not computed."""
+    reused_from: str = ""
+    """The earlier label set the copied maps come from."""
 
     @property
     def passes_per_image(self) -> float:
@@ -188,7 +195,8 @@ def _generate_maps(
         method.prepare(ws.preparation(desc=f"{method.store_id}: prepare", progress=show))
     batches = sorted({int(r) // bs for r in pending})  # aligned batches: shards hold whole ones
     todo = sum(min((b + 1) * bs, n) - b * bs for b in batches)
-    t0 = time.perf_counter()
+    source = map_source(ws, label_set, method, store.attrs, targets)
+    t0, reused = time.perf_counter(), 0
     with (
         count_passes(ws.model) as passes,
         bar(todo, f"{label_set}/{method.store_id}", enabled=show) as shown,
@@ -196,14 +204,25 @@ def _generate_maps(
     ):
         for b in batches:
             rows = np.arange(b * bs, min((b + 1) * bs, n))
-            images = ws.images.load(rows)
-            tgt = torch.as_tensor(targets[rows], device=ws.runtime.device)
-            maps = method(images.to(ws.runtime.device), tgt, ws.generator(method.store_id, b))
-            store.write(rows, maps.detach().float().cpu().numpy())
+            maps = np.empty((len(rows), *ws.images.size), dtype=np.float32)
+            copy = source.copyable(rows) if source else np.zeros(len(rows), dtype=bool)
+            if copy.any():
+                maps[copy] = source.store.read(rows[copy])
+            if not copy.all():
+                compute = rows[~copy]
+                images = ws.images.load(compute).to(ws.runtime.device)
+                tgt = torch.as_tensor(targets[compute], device=ws.runtime.device)
+                ids = [ws.images.ids[i] for i in compute]
+                gens = ws.row_generators(method.store_id, ids, targets[compute])
+                maps[~copy] = method(images, tgt, gens).detach().float().cpu().numpy()
+            store.write(rows, maps)
+            reused += int(copy.sum())
             shown.update(len(rows))
-    mine = (todo, time.perf_counter() - t0, passes.forward_rows, passes.backward_rows)
-    done, seconds, forward, backward = (sum(v) for v in zip(*all_gather_objects(mine)))
+    mine = (todo - reused, time.perf_counter() - t0, passes.forward_rows, passes.backward_rows, reused)
+    done, seconds, forward, backward, reused = (sum(v) for v in zip(*all_gather_objects(mine)))
     rec = GenerationRecord(label_set, method.store_id, n, done, seconds, forward, backward, processes=world)
+    if reused:
+        rec.n_reused, rec.reused_from = reused, source.label_set if source else ""
     if rank == 0:
         store.update_attrs({"last_run": _jsonable(dataclasses.asdict(rec))})
     return rec
@@ -349,10 +368,12 @@ def print_records(records: Iterable[GenerationRecord]) -> None:
     for r in records:
         if r.not_applicable:
             print(f"{r.label_set:12s} {r.method:32s} not applicable: {r.not_applicable}")
-        elif r.n_computed:
+        elif r.n_computed or r.n_reused:
+            reused = f" ({r.n_reused} more reused from {r.reused_from})" if r.n_reused else ""
             print(
                 f"{r.label_set:12s} {r.method:32s} {r.n_computed:6d} maps "
                 f"{r.seconds_per_image * 1000:9.1f} ms/image {r.passes_per_image:8.1f} model passes/image"
+                + reused
             )
         else:
             print(f"{r.label_set:12s} {r.method:32s} complete, skipped")

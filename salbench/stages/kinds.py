@@ -144,11 +144,19 @@ def make_state(kind: Kind, ws: Workspace, label_set: str) -> dict[str, Any]:
 
 
 def _reexplainer(ws: Workspace, batch: Any, method: str, state: dict[str, Any]):
-    """The method under test, prepared once per label set, with this batch's own generator."""
+    """The method under test, prepared once per label set, re-explaining S noisy copies of the batch's
+    images (rows ordered sample-major) with one generator per (image, target, sample)."""
     if method not in state["methods"]:
         state["methods"][method] = method_from_store(ws, ws.layout.maps(state["label_set"], method))
-    explainer, g = state["methods"][method], ws.generator(f"reexplain:{method}", batch.index)
-    return lambda x, t: explainer(x, t, g)
+    explainer, n = state["methods"][method], len(batch.ids)
+
+    def explain(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        samples = len(x) // max(n, 1)
+        keys = [f"reexplain:{method}:{s}" for s in range(samples)]
+        gens = [g for key in keys for g in ws.row_generators(key, batch.ids, batch.targets)]
+        return explainer(x, t, gens)
+
+    return explain
 
 
 def compute_kind(
@@ -169,7 +177,7 @@ def compute_kind(
         correct=torch.as_tensor(batch.correct) if kind.accepts("correct") else None,
         ids=batch.ids,
         cache=state["cache"],
-        generator=lambda key: ws.generator(f"{key}:{method}", batch.index),
+        generator=lambda key: ws.row_generators(f"{key}:{method}", batch.ids, batch.targets),
         explain=_reexplainer(ws, batch, method, state) if state["reexplain"] else None,
     )
     scores: dict[str, np.ndarray] = {}
@@ -198,6 +206,19 @@ class Batch:
     base_probs: np.ndarray
     correct: np.ndarray
     _extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def subset(self, keep: np.ndarray) -> Batch:
+        """The images of this batch where ``keep`` (a boolean mask) is true; same index."""
+        idx = np.flatnonzero(keep)
+        return Batch(
+            self.index,
+            self.rows[idx],
+            [self.ids[i] for i in idx],
+            self.images[torch.as_tensor(idx, device=self.images.device)],
+            self.targets[torch.as_tensor(idx, device=self.targets.device)],
+            self.base_probs[idx],
+            self.correct[idx],
+        )
 
     def boxes(self, ws: Workspace) -> list[np.ndarray] | None:
         if "boxes" not in self._extras:

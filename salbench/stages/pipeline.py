@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from salbench.config import CONFIG_DIR, PROTOCOLS
-from salbench.runtime import distributed, from_rank_zero, world_info
+from salbench.data.sources import ensure_embedded
+from salbench.runtime import distributed, from_rank_zero, resolve_device, world_info
 from salbench.stages.cli import COMMANDS, Command, Options, config_from_args, entry, load_commands, register
 from salbench.stages.generate import methods_of_family
+from salbench.stages.overlap import Background
 from salbench.stages.report import PROTOCOLS_DIR
 
 log = logging.getLogger("pipeline")
@@ -46,6 +48,8 @@ class Step:
     command: str
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     argv: tuple[str, ...] = ()
+    background: bool = False
+    """Independent of every other step but the report: may run beside them (see :mod:`.overlap`)."""
 
     @property
     def once(self) -> bool:
@@ -61,10 +65,12 @@ def steps(kind: str, casme_checkpoint: str | None) -> list[Step]:
     """The steps in order for a data kind (the embedded default trains its models first)."""
     out: list[Step] = []
     if kind == "embedded":
+        vgg = ("--model", "embedded_vgg")
         out += [
-            Step("0/5 embedded classifiers", "train", argv=("--models", "embedded_resnet", "embedded_vgg")),
+            Step("0/5 VGG-style classifier", "train", argv=("--models", "embedded_vgg"), background=True),
+            Step("0/5 diagnostics of the VGG-style model", "diagnostics", argv=vgg, background=True),
+            Step("0/5 embedded classifier", "train", argv=("--models", "embedded_resnet")),
             Step("0/5 CASME masker", "train-casme"),
-            Step("0/5 diagnostics of the VGG-style model", "diagnostics", argv=("--model", "embedded_vgg")),
         ]
     gradient = methods_of_family("Gradient")
     out += [
@@ -162,24 +168,39 @@ def run_pipeline(argv: list[str]) -> int:
     common = _without_option(argv, "--casme-checkpoint")
     with distributed(cfg.run.device) as (rank, world):
         start, timings = time.perf_counter(), []
-        for step in steps(cfg.data.kind, args.casme_checkpoint):
+        todo = steps(cfg.data.kind, args.casme_checkpoint)
+        side = None
+        if Background.wanted(todo, resolve_device(cfg.run.device), cfg.run.threads, world):
+            ensure_embedded(cfg)  # the benchmark both processes read, generated once
+            side = Background([s for s in todo if s.background], common, Path(cfg.run.output_root) / "logs")
+            todo = [s for s in todo if not s.background]
+            side.start()
+        for step in todo:
+            if side is not None and (step.command == "report" or side.poll()):
+                rc = side.wait()
+                timings.append((side.seconds, f"background, one thread: {side.describe()}"))
+                side = None
+                if rc != 0:
+                    return rc
             if rank == 0:
                 print(f"\n=== {step.title}: {step.describe()} ===", flush=True)
             t0 = time.perf_counter()
             rc = run_step(step, common)
-            timings.append((step, time.perf_counter() - t0))
+            timings.append((time.perf_counter() - t0, f"{step.title} ({step.describe()})"))
             if rc != 0:
                 print(
                     f"stage {step.command} failed with exit code {rc} (rank {rank} of {world}); completed "
                     "work is kept, rerun to resume"
                 )
+                if side is not None:
+                    side.wait()
                 return rc
     if rank:
         return 0
     root = Path(cfg.run.output_root)
     print(f"\nstage timings (s){f', {world} processes' if world > 1 else ''}:")
-    for step, seconds in timings:
-        print(f"  {seconds:8.1f}  {step.title} ({step.describe()})")
+    for seconds, what in timings:
+        print(f"  {seconds:8.1f}  {what}")
     print(f"done in {time.perf_counter() - start:.0f} s")
     print(f"results: {root / 'results.csv'}")
     print(f"tables:  {root / 'report' / 'tables'}")

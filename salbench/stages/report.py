@@ -32,6 +32,7 @@ from salbench.report import build_report
 from salbench.report.figures import PER_IMAGE_COLUMNS, Figure1Inputs, pick_best_worst
 from salbench.report.presentation import paper_methods
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
+from salbench.stages.reuse import reuse_summary
 from salbench.stats import DEFAULT_BOOTSTRAP, Bootstrap, percentile_intervals
 from salbench.store.layout import RunLayout, model_folder
 from salbench.store.outputs import write_run_record
@@ -272,7 +273,7 @@ def run_report(
     path = build_report(
         results,
         out,
-        {"manifests": collect_manifests(layout.root)},
+        {"manifests": collect_manifests(layout.root), "reuse": reuse_summary(layout.model_dir)},
         per_image=per_image,
         curves=load_curves(layout.root, models, settings=Bootstrap.from_run(cfg.run)),
         figure1_inputs=None if fig1 is None else {cfg.model.name: fig1},

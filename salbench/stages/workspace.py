@@ -26,6 +26,7 @@ from salbench.models.inputs import model_input_spec
 from salbench.models.layers import get_submodule, resolve_target_layer
 from salbench.models.registry import EMBEDDED_MODELS, build_architecture, build_model
 from salbench.progress import progress as progress_bar
+from salbench.rng import row_generators
 from salbench.runtime import Runtime, keyed_generator, setup_runtime
 from salbench.scoped import model_mode
 from salbench.store.layout import RunLayout, embedded_checkpoint
@@ -98,6 +99,12 @@ class Workspace:
         """Generator of one keyed draw of the run (e.g. a map store id and an aligned batch index):
         a stable function of (run seed, ``key``, ``index``), see :func:`salbench.runtime.keyed_generator`."""
         return keyed_generator(self.cfg.run.seed, key, index, self.runtime.device)
+
+    def row_generators(self, key: str, image_ids: list[str], targets: Any) -> list[torch.Generator]:
+        """One generator per image for the draws ``key`` (:func:`salbench.rng.row_generators`): an image's
+        draws depend on the run seed, ``key``, its id and its target, not on the batch it is in."""
+        values = targets.tolist() if hasattr(targets, "tolist") else list(targets)
+        return row_generators(self.cfg.run.seed, key, image_ids, values, self.runtime.device)
 
     @property
     def state_dir(self):
