@@ -360,3 +360,32 @@ def test_declarations_and_groups() -> None:
     assert values.shape == (2,) and np.all(np.isfinite(values))
     metric.update(values)
     assert metric.summary().n_images == 2
+
+
+@pytest.mark.numeric
+def test_quantus_tie_order_reproduces_quantus_on_flat_maps(caplog) -> None:
+    """Maps quantised to 4 levels (large flat regions, ties straddling every group boundary): with
+    ``tie_order="quantus"`` our groups are numpy's argsort of the same float64 array Quantus sorts, so
+    the scores equal unmodified Quantus' up to float64 rounding (1e-12; noise replayed, float64 model);
+    the stable rule gives other scores on these maps, and every map is flagged as tied."""
+    model = Float64Model(_model())
+    x, y, a = _data(4, 14, seed=2)
+    a = np.round(a.astype(np.float64) * 3) / 3
+    expected = _quantus_monotonicity(model, x, y, a, 28, seed=3)
+    quantus_rule = _ours(
+        model, x.astype(np.float64), y, a, baseline=_replay(21, 4, seed=3), tie_order="quantus"
+    )
+    stable = _ours(model, x.astype(np.float64), y, a, baseline=_replay(21, 4, seed=3))
+    np.testing.assert_allclose(quantus_rule, expected, rtol=0, atol=1e-12)
+    assert np.abs(stable - quantus_rule).max() > 1e-3  # the tie rule decides these scores
+    from salbench.metrics.ordering import flag_tied, tied_share
+
+    assert tied_share(torch.from_numpy(a[:, 0])).min() == 1.0  # 4 values over 196 pixels: all tied
+    smooth = torch.from_numpy(_data(2, 14, seed=5)[2][:, 0])
+    assert tied_share(smooth).max() == 0.0
+    half = torch.zeros(1, 4, 4)
+    half[0, :2] = torch.arange(8.0).view(2, 4)  # 8 distinct values + 8 zeros: 9 of 16 pixels tied
+    assert tied_share(half).item() == 9 / 16
+    with caplog.at_level("WARNING"):
+        assert flag_tied(torch.cat([half, smooth[:1, :4, :4]]), 0.5, "monotonicity").tolist() == [1.0, 0.0]
+    assert "1 of 2 maps have more than 50% of their pixels tied" in caplog.text

@@ -36,6 +36,7 @@ from salbench.metrics.base import (
     to_numpy,
 )
 from salbench.metrics.engine import chunked_target_probs, target_probs
+from salbench.metrics.ordering import TieOrder, default_features_in_step, entry_order, flag_tied
 from salbench.metrics.perturbation import black_images
 from salbench.scoped import model_mode
 
@@ -65,21 +66,6 @@ def uniform_baseline(low: float = 0.0, high: float = 1.0, per_channel: bool = Fa
     return draw
 
 
-def default_features_in_step(height: int, width: int, channels: int = 3, grouping: str = "entries") -> int:
-    """The study's group size 224*32 = 7168 at 224 x 224, scaled as the fraction 32/224 of H*W, then
-    moved to the nearest divisor of the grouped count (Quantus rejects a step that does not divide it).
-
-    Quantus 0.6 counts *channel entries* (a one-channel map is broadcast to the C input channels), so
-    this gives ``C*H*W / step = 7 C`` groups (21 for RGB) at 112 and 224, where the scaled size divides
-    exactly (nothing moves); at 32 x 32 RGB it gives 128 (24 groups, 146 does not divide 3,072); with
-    ``grouping="pixels"`` (Quantus 0.5) the count is H*W (7 groups at 224).
-    """
-    target = max(1, round(height * width * 32 / 224))
-    total = (channels if grouping == "entries" else 1) * height * width
-    small = [d for d in range(1, math.isqrt(total) + 1) if total % d == 0]
-    return min({*small, *(total // d for d in small)}, key=lambda d: (abs(d - target), d))
-
-
 def _correlate(x: np.ndarray, y: np.ndarray, kind: Correlation) -> np.ndarray:
     """Row-wise correlation of (N,G) arrays; NaN for a constant row (as scipy/Quantus)."""
     if kind == "spearman":
@@ -93,7 +79,11 @@ def _correlate(x: np.ndarray, y: np.ndarray, kind: Correlation) -> np.ndarray:
 
 
 def monotonicity_groups(
-    maps: torch.Tensor, channels: int, features_in_step: int, grouping: Grouping = "entries"
+    maps: torch.Tensor,
+    channels: int,
+    features_in_step: int,
+    grouping: Grouping = "entries",
+    tie_order: TieOrder = "stable",
 ) -> torch.Tensor:
     """Group id of every channel entry, in Quantus' ordering.
 
@@ -103,8 +93,8 @@ def monotonicity_groups(
     may hold only some channels of a pixel. ``"pixels"`` (Quantus 0.5 ``evaluate_instance``): the H*W
     pixels are sorted and grouped, and every channel of a pixel shares its group.
 
-    Ties are broken by flat index (stable sort); Quantus uses numpy's unstable ``argsort``, whose tie
-    order is unspecified (it only moves entries of equal attribution between adjacent groups).
+    Ties are broken by flat index (``tie_order="stable"``) or by numpy's ``argsort`` of the same array
+    as Quantus (``"quantus"``: its order of equal values is numpy's); :mod:`salbench.metrics.ordering`.
 
     Returns:
         (N, C*H*W) long tensor of group ids in ``[0, ceil(K / features_in_step))``, K = C*H*W
@@ -117,7 +107,7 @@ def monotonicity_groups(
         flat = maps.reshape(n, -1)
     else:
         raise ConfigError(f"grouping: {grouping!r} is not one of entries, pixels")
-    order = torch.argsort(flat, dim=1, stable=True)
+    order = entry_order(flat, tie_order)
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
     groups = torch.div(ranks, features_in_step, rounding_mode="floor")
@@ -125,7 +115,11 @@ def monotonicity_groups(
 
 
 def group_members(
-    maps: torch.Tensor, channels: int, features_in_step: int, grouping: Grouping = "entries"
+    maps: torch.Tensor,
+    channels: int,
+    features_in_step: int,
+    grouping: Grouping = "entries",
+    tie_order: TieOrder = "stable",
 ) -> torch.Tensor:
     """Flat (channel-first) entry indices of every group of :func:`monotonicity_groups`, (N, G, L).
 
@@ -141,7 +135,7 @@ def group_members(
         flat = maps.reshape(n, -1)
     else:
         raise ConfigError(f"grouping: {grouping!r} is not one of entries, pixels")
-    order = torch.argsort(flat, dim=1, stable=True)
+    order = entry_order(flat, tie_order)
     n_groups = math.ceil(order.shape[1] / features_in_step)
     pad = n_groups * features_in_step - order.shape[1]
     order = torch.cat([order, order[:, -1:].expand(n, pad)], dim=1).view(n, n_groups, features_in_step)
@@ -152,18 +146,18 @@ def group_members(
 
 
 def _group_attributions(
-    a: torch.Tensor, channels: int, step: int, grouping: Grouping
+    a: torch.Tensor, channels: int, step: int, grouping: Grouping, tie_order: TieOrder = "stable"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C*H*W) entry group ids and (N, G) float64 summed attributions ``A_g`` of (N,H,W) maps."""
     n, h, w = a.shape
-    groups = monotonicity_groups(a, channels, step, grouping)
+    groups = monotonicity_groups(a, channels, step, grouping, tie_order)
     n_groups = math.ceil((channels if grouping == "entries" else 1) * h * w / step)
     if grouping == "entries":
         flat_a, att_groups = a.unsqueeze(1).expand(n, channels, h, w).reshape(n, -1), groups
     else:
         flat_a, att_groups = a.reshape(n, -1), groups[:, : h * w]
     atts = torch.zeros(n, n_groups, dtype=torch.float64, device=a.device)
-    return groups, atts.scatter_add_(1, att_groups, flat_a)
+    return groups, atts.scatter_add_(1, att_groups, flat_a.to(torch.float64))
 
 
 def _validate(images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor) -> None:
@@ -189,8 +183,9 @@ def monotonicity(
     eps: float = 1e-5,
     grouping: Grouping = "entries",
     baseline: Baseline | None = None,
-    generator: torch.Generator | None = None,
+    generator: rng.Generators = None,
     max_batch: int = 256,
+    tie_order: TieOrder = "stable",
 ) -> torch.Tensor:
     """Monotonicity correlation (Nguyen & Martinez, "On quantitative aspects of model interpretability",
     2020, sec. 4.3; Quantus 0.6 ``MonotonicityCorrelation``).
@@ -218,8 +213,9 @@ def monotonicity(
         grouping: ``"entries"`` (Quantus 0.6) or ``"pixels"`` (Quantus 0.5); see
             :func:`monotonicity_groups`.
         baseline: replacement values (None: :func:`uniform_baseline`, U[0,1) per image).
-        generator: drives the default baseline.
+        generator: drives the default baseline (one, or one per image).
         max_batch: rows per forward pass.
+        tie_order: order of equal attributions (:func:`~salbench.metrics.ordering.entry_order`).
 
     Returns:
         (N,) float64 correlations in [-1, 1]; NaN where attributions or variations are constant.
@@ -229,15 +225,15 @@ def monotonicity(
     step = features_in_step if features_in_step is not None else default_features_in_step(h, w, c, grouping)
     if step < 1 or nr_samples < 1:
         raise ConfigError(f"features_in_step/nr_samples: must be >= 1, got {step}/{nr_samples}")
-    a = maps.detach().to(torch.float64)
+    a = maps.detach()  # the maps' own dtype: the array Quantus sorts (float32 maps stay float32)
     a = a.abs() if abs_values else a
-    _, atts = _group_attributions(a, c, step, grouping)
+    _, atts = _group_attributions(a, c, step, grouping, tie_order)
     n_groups = atts.shape[1]
 
     draw = baseline if baseline is not None else uniform_baseline()
     fill = draw((n_groups, nr_samples, n, c), generator).to(images.device)
     fill = fill.expand(n_groups, nr_samples, n, c)
-    members = group_members(a, c, step, grouping).to(images.device)
+    members = group_members(a, c, step, grouping, tie_order).to(images.device)
     flat_images = images.reshape(n, c * h * w)
 
     def build(start: int, stop: int) -> torch.Tensor:
@@ -329,6 +325,7 @@ class MonotonicityParams(MetricParams):
 
     ``features_in_step=None`` scales 224*32 to H*W; ``grouping="pixels"`` is Quantus 0.5's grouping
     (pair it with ``uniform_baseline(per_channel=True)`` passed to :meth:`Monotonicity.compute`).
+    ``tie_order``/``tie_share``: the tie rule and flag (:mod:`salbench.metrics.ordering`).
     """
 
     features_in_step: int | None = None
@@ -338,6 +335,8 @@ class MonotonicityParams(MetricParams):
     eps: float = 1e-5
     grouping: Grouping = "entries"
     max_batch: int = 256
+    tie_order: TieOrder = "stable"
+    tie_share: float = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,9 +357,10 @@ def _monotonicity(inputs: MetricInputs, params: MonotonicityParams, wanted: froz
         inputs.targets,
         baseline=inputs.baseline,
         generator=inputs.generator("monotonicity"),
-        **dataclasses.asdict(params),
+        **{k: v for k, v in dataclasses.asdict(params).items() if k != "tie_share"},
     )
-    return {"monotonicity": values.numpy()}
+    tied = flag_tied(inputs.maps, params.tie_share, "monotonicity")
+    return {"monotonicity": values.numpy(), "monotonicity_tied": tied}
 
 
 def _completeness(inputs: MetricInputs, params: CompletenessParams, wanted: frozenset[str]) -> Scores:
@@ -377,7 +377,13 @@ def _completeness(inputs: MetricInputs, params: CompletenessParams, wanted: froz
 
 MONOTONICITY = register(
     MetricGroup(
-        "monotonicity", "monotonicity", MonotonicityParams, _monotonicity, accepts=("baseline", "generator")
+        "monotonicity",
+        "monotonicity",
+        MonotonicityParams,
+        _monotonicity,
+        accepts=("baseline", "generator"),
+        aux=("monotonicity_tied",),
+        ties={"monotonicity": "monotonicity_tied"},
     ),
     MetricDef(
         "monotonicity",
