@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from salbench.stages.cli import load_commands
@@ -25,37 +27,40 @@ def test_without_option():
     assert _without_option(argv, "--casme-checkpoint") == ["--limit", "3", "--seed", "1"]
 
 
-def test_the_vgg_steps_run_beside_the_others_only_where_that_helps(monkeypatch):
+def test_independent_steps_run_beside_the_others_only_where_that_helps(monkeypatch):
     from salbench.stages import overlap
 
     emb = steps("embedded", None)
-    background = [s for s in emb if s.background]
-    assert [(s.command, s.argv) for s in background] == [
-        ("train", ("--models", "embedded_vgg")),
-        ("diagnostics", ("--model", "embedded_vgg")),
+    background = [(s.command, s.argv, dict(s.options), s.after) for s in emb if s.background]
+    assert background == [
+        ("train", ("--models", "embedded_vgg"), {}, ""),
+        ("diagnostics", ("--model", "embedded_vgg"), {}, ""),
+        ("augment", (), {"step": "generate"}, "1/5 diagnostics"),
+        ("augment", (), {"step": "evaluate"}, "1/5 diagnostics"),
     ]
-    assert not any(s.background for s in steps("imagenet", None))
+    assert "1/5 diagnostics" in [s.title for s in emb if not s.background]
+    assert [s.command for s in steps("imagenet", None) if s.background] == ["augment", "augment"]
     monkeypatch.setattr(overlap.torch, "get_num_threads", lambda: 2)
     assert overlap.Background.wanted(emb, "cpu", 0, 1)
     assert not overlap.Background.wanted(emb, "cuda", 0, 1)  # a GPU: one after the other
     assert not overlap.Background.wanted(emb, "cpu", 2, 1)  # --threads given: respected
     assert not overlap.Background.wanted(emb, "cpu", 0, 2)  # torchrun
-    assert not overlap.Background.wanted(steps("imagenet", None), "cpu", 0, 1)
     monkeypatch.setattr(overlap.torch, "get_num_threads", lambda: 1)
     assert not overlap.Background.wanted(emb, "cpu", 0, 1)
 
 
 CHILD = """
-import sys, ast, torch
-steps = ast.literal_eval(sys.argv[1])
-print("threads", torch.get_num_threads(), "steps", [s[0] for s in steps], "argv", steps[0][1:])
+import json, sys, torch
+steps = json.loads(sys.argv[1])
+print("threads", torch.get_num_threads(), "steps", [s[0] for s in steps], "argv", steps[0][1], steps[0][2])
 print("progress", file=sys.stderr)
-sys.exit(int(steps[0][-1]) if steps[0][-1].isdigit() else 0)
+argv = steps[0][1]
+sys.exit(int(argv[argv.index("--x") + 1]) if "--x" in argv else 0)
 """
 
 
 @pytest.mark.parametrize("rc", [0, 3])
-def test_background_steps_run_in_a_one_thread_child_and_give_threads_back(tmp_path, monkeypatch, capsys, rc):
+def test_background_groups_run_in_one_thread_children_after_their_step(tmp_path, monkeypatch, capsys, rc):
     import torch
 
     from salbench.stages import overlap
@@ -63,16 +68,35 @@ def test_background_steps_run_in_a_one_thread_child_and_give_threads_back(tmp_pa
 
     monkeypatch.setattr(overlap, "_CHILD", CHILD)
     before = torch.get_num_threads()
-    side = overlap.Background(
-        [Step("0/5 a", "train", argv=("--x", str(rc)), background=True), Step("0/5 b", "diagnostics")],
-        ["--limit", "2"],
-        tmp_path / "logs",
-    )
+    first = Step("0/5 a", "train", argv=("--x", str(rc)), background=True)
+    second = Step("4/5 b", "augment", {"step": "generate"}, background=True, after="1/5 diagnostics")
+    side = overlap.Background([first, second], ["--limit", "2"], tmp_path / "logs")
+    assert [(after, [s.title for s in g]) for after, g in side.groups()] == [
+        ("", ["0/5 a"]),
+        ("1/5 diagnostics", ["4/5 b"]),
+    ]
     side.start()
+    if rc == 0:
+        time.sleep(1.0)  # the second group waits for its step
+        assert "augment" not in (tmp_path / "logs" / "background.out").read_text()
+        side.mark_done("1/5 diagnostics")
     assert side.wait() == rc and side.poll()
     assert torch.get_num_threads() == before
     out = capsys.readouterr().out
-    assert "threads 1 steps ['train', 'diagnostics'] argv ['--limit', '2', '--x', " in out
-    assert (tmp_path / "logs" / "background.log").read_text() == "progress\n"
+    assert f"threads 1 steps ['train'] argv ['--limit', '2', '--x', '{rc}'] {{}}" in out
+    assert ("threads 1 steps ['augment'] argv ['--limit', '2'] {'step': 'generate'}" in out) == (rc == 0)
     assert ("FAILED" in out and f"exit code {rc}" in out) == (rc != 0)
-    assert side.describe() == "salbench train --x " + str(rc) + "; salbench diagnostics"
+    assert side.describe() == f"salbench train --x {rc}; salbench augment step=generate"
+
+
+def test_a_cancelled_background_starts_no_further_group(tmp_path, monkeypatch):
+    from salbench.stages import overlap
+    from salbench.stages.pipeline import Step
+
+    monkeypatch.setattr(overlap, "_CHILD", CHILD)
+    waiting = Step("4/5 b", "augment", background=True, after="1/5 diagnostics")
+    side = overlap.Background([waiting], [], tmp_path / "logs")
+    side.start()
+    side.cancel()
+    assert side.wait() == 0
+    assert (tmp_path / "logs" / "background.out").read_text() == ""

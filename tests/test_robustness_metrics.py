@@ -243,3 +243,58 @@ def test_declarations_and_group() -> None:
     np.testing.assert_allclose(scores["avg_sensitivity"], [1.0, 1.0])
     with pytest.raises(ConfigError, match="explainer 'method' needs the method under test"):
         compute(SENSITIVITY, dataclasses.replace(inputs, explain=None), SensitivityParams(explainer="method"))
+
+
+def test_plain_gradient_reexplanations_are_made_once_for_every_method_of_a_batch() -> None:
+    """acml2024 re-explains the noisy inputs with plain gradients, which do not depend on the map under
+    test: with a cache and image ids, the noise comes from the method-independent key
+    ``shared:sensitivity`` and the S noisy copies are explained once for every method; each method's
+    scores equal those computed without the cache from the same noise (exactly: the same tensors)."""
+    from salbench.metrics.recognition import StartCache
+    from salbench.scoped import count_passes
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)).eval()
+    images = torch.randn(2, 3, 6, 6)
+    targets = torch.tensor([0, 2])
+    keys = []
+
+    def generator(key):
+        keys.append(key)
+        return torch.Generator().manual_seed(5)
+
+    cache, params = StartCache(), SensitivityParams(nr_samples=3)
+    maps = {m: torch.rand(2, 6, 6, generator=torch.Generator().manual_seed(i)) for i, m in enumerate("abc")}
+    with count_passes(model) as passes:
+        shared = {
+            m: compute(
+                SENSITIVITY,
+                MetricInputs(
+                    maps=a,
+                    images=images,
+                    targets=targets,
+                    model=model,
+                    ids=["x", "y"],
+                    cache=cache,
+                    generator=generator,
+                ),
+                params,
+            )
+            for m, a in maps.items()
+        }
+    assert (passes.forward_rows, passes.backward_rows) == (6, 6)  # 3 noisy copies of 2 images, once
+    assert set(keys) == {"shared:sensitivity"}
+    for m, a in maps.items():
+        alone = compute(
+            SENSITIVITY,
+            MetricInputs(
+                maps=a,
+                images=images,
+                targets=targets,
+                model=model,
+                generator=lambda key: torch.Generator().manual_seed(5),
+            ),
+            params,
+        )
+        for name in SENSITIVITY.metrics:
+            np.testing.assert_array_equal(shared[m][name], alone[name])

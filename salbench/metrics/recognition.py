@@ -60,6 +60,7 @@ from salbench.metrics.perturbation import (
     pixel_order,
     pixel_ranks,
 )
+from salbench.metrics.shared import StartCache
 from salbench.scaling import blur_at_size
 
 logger = logging.getLogger(__name__)
@@ -84,29 +85,6 @@ def gain_terms(base: np.ndarray, masked: np.ndarray) -> np.ndarray:
     """Per-image Average Gain terms ``max(0, O - Y) / (1 - Y)`` (0 where Y = 1); NaN in, NaN out."""
     base, masked = np.asarray(base, dtype=np.float64), np.asarray(masked, dtype=np.float64)
     return np.maximum(0.0, masked - base) / np.where(base < 1, 1.0 - base, 1.0)
-
-
-class StartCache:
-    """Probabilities of the map-independent curve ends, computed once per image and shared by methods.
-
-    For one image and target the original image (deletion start, insertion end), the blurred image
-    (insertion start) and the fully deleted image (deletion end) do not depend on the map, so every
-    method after the first reuses them. Keys combine the image id, the target and every setting that
-    changes those images (size, substrate, blur, normalisation). Use one cache per model.
-    """
-
-    def __init__(self) -> None:
-        self._probs: dict[Hashable, tuple[float, float, float]] = {}
-
-    def __len__(self) -> int:
-        return len(self._probs)
-
-    def get(self, key: Hashable) -> tuple[float, float, float] | None:
-        """(f(original), f(blurred), f(deleted)) for ``key``, or None when not computed yet."""
-        return self._probs.get(key)
-
-    def put(self, key: Hashable, probs: tuple[float, float, float]) -> None:
-        self._probs[key] = probs
 
 
 @dataclasses.dataclass(frozen=True)

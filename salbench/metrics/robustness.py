@@ -173,12 +173,23 @@ class SensitivityParams(MetricParams):
 
 
 def _sensitivity(inputs: MetricInputs, params: SensitivityParams, wanted: frozenset[str]) -> Scores:
-    """Max- and Avg-Sensitivity from the same re-explained noisy inputs."""
-    explain = inputs.explain
+    """Max- and Avg-Sensitivity from the same re-explained noisy inputs.
+
+    With the plain-gradient explainer (acml2024) the noisy inputs and their explanations do not depend
+    on the map under test: given a ``cache`` and image ``ids``, they are drawn from the method-independent
+    key ``shared:sensitivity`` and explained once per batch of images for every method (paired noise).
+    """
+    explain, key = inputs.explain, "sensitivity"
     if explain is None:
         if params.explainer == "method":
             raise ConfigError("sensitivity: explainer 'method' needs the method under test as explain=")
         explain = saliency_explainer(inputs.model)  # acml2024: quantus.explain(method="Saliency")
+        if inputs.cache is not None and inputs.ids is not None and inputs.perturb is None:
+            key = "shared:sensitivity"
+            ids, targets = tuple(inputs.ids), tuple(inputs.targets.tolist())
+            memo = (key, ids, targets, dataclasses.astuple(params))
+            plain = explain
+            explain = lambda x, t: inputs.cache.shared(memo, lambda: plain(x, t))  # noqa: E731
     ratios = sensitivity_ratios(
         inputs.maps,
         inputs.images,
@@ -188,7 +199,7 @@ def _sensitivity(inputs: MetricInputs, params: SensitivityParams, wanted: frozen
         lower_bound=params.lower_bound,
         abs_values=params.abs_values,
         perturb=inputs.perturb,
-        generator=inputs.generator("sensitivity"),
+        generator=inputs.generator(key),
     )
     r = ratios.cpu().numpy().astype(np.float64)
     return {"max_sensitivity": nan_reduce(r, np.nanmax), "avg_sensitivity": nan_reduce(r, np.nanmean)}

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from salbench.report.presentation import COLUMNS, RECOGNITION_KEYS, augmentation_label, method_display
-from salbench.report.results import ResultsView, resampled_values
+from salbench.report.results import ResultsView, common_rows, compared_mask, resampled_values
 from salbench.report.tables import augmented_ids
 from salbench.stats import DEFAULT_BOOTSTRAP, Bootstrap
 
@@ -132,7 +132,7 @@ def _view(frame: pd.DataFrame | ResultsView) -> ResultsView:
 
 def _compared(data: pd.DataFrame) -> pd.DataFrame:
     """Rows of the methods the claims compare (a row mask, also right on an empty frame)."""
-    return data.loc[np.array([method_display(m).compared for m in data.index], dtype=bool)]
+    return data.loc[compared_mask(tuple(data.index))]
 
 
 def _oriented(view: ResultsView, key: str, values: pd.Series) -> pd.Series:
@@ -272,16 +272,19 @@ def claim_augmentation_shift(
         f"vs the un-augmented run > {t.shift_min:g} points"
     )
     view = _view(frame)
-    augs = augmented_ids(view.frame)
-    base = _compared(view.presented(RECOGNITION_KEYS, "groundtruth"))
-    if not augs or base.isna().all().all():
+    augs = view.cached("augmentations", lambda: augmented_ids(view.frame))
+    base_methods, base = view.presented_array(RECOGNITION_KEYS, "groundtruth")
+    base_kept = compared_mask(tuple(base_methods))
+    if not augs or not np.isfinite(base[base_kept]).any():
         return ClaimResult(claim, None, "no augmented rows" if not augs else "no un-augmented rows")
     numbers: dict[str, float] = {}
     parts, verdicts = [], []
     for aug in augs:
-        shifted = _compared(view.presented(RECOGNITION_KEYS, "groundtruth", aug, None))
-        common = shifted.index.intersection(base.index)
-        change = (shifted.loc[common] - base.loc[common]).abs().to_numpy().ravel()
+        methods, shifted = view.presented_array(RECOGNITION_KEYS, "groundtruth", aug, None)
+        # rows of the compared methods present in both, found once per view (resamples share them)
+        mine, theirs = view.cached(f"common:{aug}", lambda m=methods: common_rows(m, base_methods))
+        common = methods[mine]
+        change = np.abs(shifted[mine] - base[theirs]).ravel()
         change = change[np.isfinite(change)]
         if change.size == 0:
             parts.append(f"{augmentation_label(aug)}: no method in common with the un-augmented run")

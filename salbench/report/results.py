@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from salbench.report.presentation import COLUMNS, NO_AUGMENTATION
+from salbench.report.presentation import COLUMNS, NO_AUGMENTATION, method_display
 from salbench.stats import Bootstrap
 
 log = logging.getLogger(__name__)
@@ -224,6 +226,7 @@ class ResultsView:
         self.values = frame["value"].to_numpy(float) if "value" in frame else np.zeros(len(frame))
         self._slices: dict[tuple, tuple[pd.Index, np.ndarray]] = {}
         self._directions: dict[str, bool] = {}
+        self._cache: dict[str, Any] = {}
 
     def with_values(self, values: np.ndarray) -> ResultsView:
         """The same rows with ``value`` replaced (shares the slice index)."""
@@ -264,6 +267,17 @@ class ResultsView:
         variant: str | None = "none",
     ) -> pd.DataFrame:
         """Method x column frame of presented values, as :func:`~salbench.report.results.presented`."""
+        methods, out = self.presented_array(keys, label_set, augmentation, variant)
+        return pd.DataFrame(out, index=methods, columns=list(keys))
+
+    def presented_array(
+        self,
+        keys: Sequence[str],
+        label_set: str,
+        augmentation: str = NO_AUGMENTATION,
+        variant: str | None = "none",
+    ) -> tuple[pd.Index, np.ndarray]:
+        """:meth:`presented` as (methods, (methods, keys) array): no frame built (resampling loops)."""
         keys = tuple(keys)
         methods, positions = self._slice(keys, label_set, augmentation, variant)
         taken = np.where(positions >= 0, self.values[np.maximum(positions, 0)], np.nan)
@@ -275,7 +289,13 @@ class ResultsView:
         for j, k in enumerate(keys):
             c = COLUMNS[k]
             out[:, j] = 100.0 - raw[:, j] * c.scale if c.bar else raw[:, j] * c.scale
-        return pd.DataFrame(out, index=methods, columns=list(keys))
+        return methods, out
+
+    def cached(self, name: str, compute):
+        """``compute()`` once per view and its resamples (a value of the rows, not of ``value``)."""
+        if name not in self._cache:
+            self._cache[name] = compute()
+        return self._cache[name]
 
     def higher_is_better(self, key: str) -> bool:
         """Direction of the presented column ``key``."""
@@ -295,3 +315,16 @@ def rows_of_model(
     if label_set is not None and "label_set" in frame.columns:
         frame = frame[frame["label_set"] == label_set]
     return frame if not frame.empty else None
+
+
+@functools.lru_cache(maxsize=64)
+def compared_mask(methods: tuple[str, ...]) -> np.ndarray:
+    """Which of ``methods`` the claims compare (the same few method lists, resampled 1,000 times)."""
+    return np.array([method_display(m).compared for m in methods], dtype=bool)
+
+
+def common_rows(methods: pd.Index, base: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``methods`` and in ``base`` of the compared methods both have (in ``methods`` order)."""
+    kept = methods[compared_mask(tuple(methods))]
+    common = kept[kept.isin(base[compared_mask(tuple(base))])]
+    return methods.get_indexer(common), base.get_indexer(common)

@@ -177,7 +177,10 @@ def compute_kind(
         correct=torch.as_tensor(batch.correct) if kind.accepts("correct") else None,
         ids=batch.ids,
         cache=state["cache"],
-        generator=lambda key: ws.row_generators(f"{key}:{method}", batch.ids, batch.targets),
+        # draws are per method, but for keys shared by every method of an image ("shared:...")
+        generator=lambda key: ws.row_generators(
+            key if key.startswith("shared:") else f"{key}:{method}", batch.ids, batch.targets
+        ),
         explain=_reexplainer(ws, batch, method, state) if state["reexplain"] else None,
     )
     scores: dict[str, np.ndarray] = {}

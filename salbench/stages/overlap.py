@@ -1,27 +1,33 @@
-"""Pipeline steps that run beside the others: the embedded default's VGG-style classifier.
+"""Pipeline steps that run beside the others on a CPU: a second stream of work on its own thread.
 
-The VGG-style classifier of the embedded default is trained and diagnosed for the diagnostics table
-only; nothing else depends on it. On a CPU run in one process with two or more torch threads (and no
-``--threads`` given), :func:`salbench.stages.pipeline.run_pipeline` therefore runs the steps marked
-:attr:`~salbench.stages.pipeline.Step.background` one after the other in a child process on one thread
-while its own steps go on with the other threads, and takes every thread back once the child is done.
-Small convolutional networks use a second CPU thread poorly (training the VGG-style model: 7.7 s per
-epoch on 2 threads, 10.1 s on 1, on 2 CPU cores), so two one-thread jobs side by side finish sooner
-than the same jobs one after the other on two threads.
+Small convolutional networks use a second CPU thread poorly (training the embedded VGG-style model:
+7.7 s per epoch on 2 threads, 10.1 s on 1, on 2 CPU cores), so two one-thread jobs side by side finish
+sooner than the same jobs one after the other on two threads. On a CPU run in one process with two or
+more torch threads (and no ``--threads`` given), :func:`salbench.stages.pipeline.run_pipeline` therefore
+hands the steps marked :attr:`~salbench.stages.pipeline.Step.background` to :class:`Background`: they
+run in order, each group of consecutive steps with the same :attr:`~salbench.stages.pipeline.Step.after`
+in one child process on one thread, a group starting once the pipeline has finished the step it names
+(the embedded default: the VGG-style classifier's training and diagnostics at once; the augmented-image
+stages once the run's diagnostics exist). The pipeline's own steps use the other threads meanwhile and
+get every thread back when the children are done; the report step waits for them.
 
-The child's output goes to ``<output_root>/logs/background.log`` (its printed summary is repeated when
-it is done); the report step waits for it, and a failed child fails the pipeline with its exit code
-and log. Elsewhere (GPU, ``torchrun``, one thread, ``--threads``) the steps run in order as written.
-Thread counts change only how fast the same kernels run: on CPU the embedded model's maps came out
-bit-identical on 1 and 2 threads (forward, gradient, integrated gradients, RISE, SmoothGrad).
+Each step runs its registered command as ``salbench <command>`` would. The children's output goes to
+``<output_root>/logs/background.log`` (their printed summaries are repeated when they are done), and a
+failed child fails the pipeline with its exit code and log. Elsewhere (GPU, ``torchrun``, one thread,
+``--threads``) the steps run in order as written. Thread counts change only how fast the same kernels
+run: on CPU the embedded model's maps came out bit-identical on 1 and 2 threads (forward, gradient,
+integrated gradients, RISE, SmoothGrad), and concurrent stages share ``results.csv`` under its lock.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,10 +38,10 @@ log = logging.getLogger("pipeline")
 
 
 class Background:
-    """The background steps of a pipeline run, one after the other in a child process on one thread.
+    """The background steps of a pipeline run, in order, in one-thread child processes.
 
     Args:
-        steps: the steps to run, in order (commands without fixed options).
+        steps: the steps to run, in order (:class:`~salbench.stages.pipeline.Step`).
         argv: the common flags of every step.
         folder: where ``background.log`` and ``background.out`` go.
     """
@@ -46,12 +52,15 @@ class Background:
         self.folder = folder
         self.log_path = folder / "background.log"
         self.out_path = folder / "background.out"
-        self.process: subprocess.Popen | None = None
         self.rc = 0
         self.started = 0.0
         self.seconds = 0.0
         self.threads = torch.get_num_threads()
-        self._handles: list[Any] = []
+        self._done: set[str] = set()
+        self._changed = threading.Condition()
+        self._cancelled = False
+        self._worker: threading.Thread | None = None
+        self._finished = False
 
     @staticmethod
     def wanted(steps: list[Any], device: str, threads_flag: int, world: int) -> bool:
@@ -61,61 +70,88 @@ class Background:
 
     def describe(self) -> str:
         """The steps as ``salbench`` commands."""
-        return "; ".join(" ".join(("salbench", s.command, *s.argv)) for s in self.steps)
+        return "; ".join(s.describe() for s in self.steps)
 
-    def command(self) -> list[str]:
-        """One shell-free command line per step, joined so that a failed step stops the rest."""
-        return [sys.executable, "-c", _CHILD, repr([[s.command, *self.argv, *s.argv] for s in self.steps])]
+    def groups(self) -> list[tuple[str, list[Any]]]:
+        """Consecutive steps with the same :attr:`after`, each group one child process."""
+        return [(after, list(g)) for after, g in itertools.groupby(self.steps, key=lambda s: s.after)]
+
+    def command(self, steps: list[Any]) -> list[str]:
+        """The child's command line: every step's command, flags and fixed options, in order."""
+        payload = [[s.command, [*self.argv, *s.argv], dict(s.options)] for s in steps]
+        return [sys.executable, "-c", _CHILD, json.dumps(payload)]
 
     def start(self) -> None:
-        """Start the child on one thread; this process keeps the other threads until it is done."""
+        """Start the worker; this process keeps all threads but one until the children are done."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        log_file, out_file = open(self.log_path, "w"), open(self.out_path, "w")  # noqa: SIM115
-        self._handles = [log_file, out_file]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.log_path.write_text("")
+        self.out_path.write_text("")
         self.started = time.perf_counter()
-        self.process = subprocess.Popen(self.command(), stdout=out_file, stderr=log_file, env=env)
         torch.set_num_threads(max(1, self.threads - 1))
+        self._worker = threading.Thread(target=self._run, name="salbench-background", daemon=True)
+        self._worker.start()
         titles = ", ".join(s.title.split(" ", 1)[-1] for s in self.steps)
         print(f"background, on one thread: {titles} (log: {self.log_path})", flush=True)
 
+    def mark_done(self, title: str) -> None:
+        """The pipeline finished its step ``title``: a group waiting for it may start."""
+        with self._changed:
+            self._done.add(title)
+            self._changed.notify_all()
+
+    def cancel(self) -> None:
+        """Start no further group (the pipeline failed); a running child finishes its step."""
+        with self._changed:
+            self._cancelled = True
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        for after, steps in self.groups():
+            with self._changed:
+                self._changed.wait_for(lambda a=after: self._cancelled or not a or a in self._done)
+                if self._cancelled:
+                    return
+            with open(self.out_path, "a") as out, open(self.log_path, "a") as err:
+                self.rc = subprocess.run(self.command(steps), stdout=out, stderr=err, env=env).returncode
+            if self.rc != 0:
+                return
+
     def poll(self) -> bool:
-        """True once the child has ended (every thread is then given back to this process)."""
-        if self.process is None:
-            return True
-        rc = self.process.poll()
-        if rc is None:
-            return False
-        self._finish(rc)
+        """True once the children have ended (every thread is then given back to this process)."""
+        if self._worker is None or self._worker.is_alive():
+            return self._worker is None
+        self._finish()
         return True
 
     def wait(self) -> int:
-        """Wait for the child; its exit code (its summary is printed, its log tail on failure)."""
-        if self.process is not None:
-            self._finish(self.process.wait())
+        """Wait for the children; their exit code (their summary is printed, their log tail on failure)."""
+        if self._worker is not None:
+            self._worker.join()
+            self._finish()
         return self.rc
 
-    def _finish(self, rc: int) -> None:
-        self.process, self.rc = None, rc
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
         self.seconds = time.perf_counter() - self.started
-        for handle in self._handles:
-            handle.close()
         torch.set_num_threads(self.threads)
-        print(f"\n=== background steps {'done' if rc == 0 else 'FAILED'} in {self.seconds:.0f} s ===")
+        print(f"\n=== background steps {'done' if self.rc == 0 else 'FAILED'} in {self.seconds:.0f} s ===")
         print(self.out_path.read_text().rstrip())
-        if rc != 0:
-            tail = self.log_path.read_text().splitlines()[-5:]
-            print("\n".join(tail))
-            print(f"background steps failed with exit code {rc}: see {self.log_path}")
+        if self.rc != 0:
+            print("\n".join(self.log_path.read_text().splitlines()[-5:]))
+            print(f"background steps failed with exit code {self.rc}: see {self.log_path}")
         sys.stdout.flush()
 
 
 _CHILD = """
-import ast, sys, torch
+import json, sys, torch
 torch.set_num_threads(1)
 from salbench.stages.cli import load_commands
-for argv in ast.literal_eval(sys.argv[1]):
-    rc = load_commands().get(argv[0]).main(argv[1:])
+for command, argv, options in json.loads(sys.argv[1]):
+    print(f"=== salbench {command} {' '.join(argv)} ===", flush=True)
+    rc = load_commands().get(command).main(argv, options or None)
     if rc:
         sys.exit(rc)
 """

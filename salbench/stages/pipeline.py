@@ -35,6 +35,7 @@ from salbench.stages.report import PROTOCOLS_DIR
 
 log = logging.getLogger("pipeline")
 GT = ["--label-set", "groundtruth"]
+DIAG = "1/5 diagnostics"
 ONCE = frozenset({"train", "train-casme", "report"})
 """Commands run by rank 0 alone under ``torchrun`` (one benchmark, one set of trained models, one
 report); every other command shares its work out over the ranks."""
@@ -49,7 +50,9 @@ class Step:
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     argv: tuple[str, ...] = ()
     background: bool = False
-    """Independent of every other step but the report: may run beside them (see :mod:`.overlap`)."""
+    """Needed by no step but the report: may run beside the others (see :mod:`.overlap`)."""
+    after: str = ""
+    """Title of the step it needs (run beside the others, it starts once that step is done)."""
 
     @property
     def once(self) -> bool:
@@ -74,7 +77,7 @@ def steps(kind: str, casme_checkpoint: str | None) -> list[Step]:
         ]
     gradient = methods_of_family("Gradient")
     out += [
-        Step("1/5 diagnostics", "diagnostics"),
+        Step(DIAG, "diagnostics"),
         Step("2/5 maps: controls", "generate", {"methods": methods_of_family("Uninformed", "Control")}),
         Step("2/5 maps: gradients", "generate", {"methods": gradient}, ("--deprocess", "smoothgrad")),
         Step(
@@ -106,8 +109,8 @@ def steps(kind: str, casme_checkpoint: str | None) -> list[Step]:
         Step("3/5 interpretable recognition", "evaluate", {"kind": "recognition"}),
         Step("3/5 fidelity / complexity", "evaluate", {"kind": "complexity"}, tuple(GT)),
         Step("3/5 localization", "evaluate", {"kind": "localization"}, tuple(GT)),
-        Step("4/5 augmented: transform + maps", "augment", {"step": "generate"}),
-        Step("4/5 augmented: evaluation", "augment", {"step": "evaluate"}),
+        Step("4/5 augmented: transform + maps", "augment", {"step": "generate"}, background=True, after=DIAG),
+        Step("4/5 augmented: evaluation", "augment", {"step": "evaluate"}, background=True, after=DIAG),
         Step("5/5 report", "report"),
     ]
     return out
@@ -193,8 +196,11 @@ def run_pipeline(argv: list[str]) -> int:
                     "work is kept, rerun to resume"
                 )
                 if side is not None:
+                    side.cancel()
                     side.wait()
                 return rc
+            if side is not None:
+                side.mark_done(step.title)
     if rank:
         return 0
     root = Path(cfg.run.output_root)
