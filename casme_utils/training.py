@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 from casme_utils.architecture import Masker, upsample_mask
 from salbench.errors import ConfigError
 from salbench.models.training import augment
+from salbench.runtime import one_thread
 from salbench.scoped import frozen_parameters, model_mode
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,7 @@ def train_masker(
     history = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.random.fork_rng(devices=devices))
+        stack.enter_context(one_thread())  # the masker does not depend on the core count
         stack.enter_context(model_mode(masker, True))
         stack.enter_context(model_mode(enc, not cfg.fixed_classifier))
         if cfg.fixed_classifier:

@@ -207,6 +207,22 @@ def distributed(device: str) -> Iterator[tuple[int, int]]:
 
 
 @contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one CPU thread inside the block (restored on exit).
+
+    Training sums weight gradients over a batch in an order that depends on the thread count, so the
+    embedded models train on one thread: their checkpoints do not depend on how many cores a machine
+    has, or on whether the pipeline trains them beside other stages (:mod:`salbench.stages.overlap`).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def rank_zero_first() -> Iterator[None]:
     """Run the body on rank 0 first (e.g. generating the benchmark), then on the other ranks."""
     rank, world = world_info()
