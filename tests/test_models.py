@@ -142,3 +142,27 @@ def test_training_augmentation_is_a_flip_then_a_zero_padded_shift():
                 inside = 0 <= sy < 9 and 0 <= sx < 11
                 expected = src[:, sy, sx] if inside else torch.zeros(3)
                 assert torch.equal(out[i, :, y, x], expected)
+
+
+def test_an_embedded_checkpoint_is_reused_only_for_the_settings_it_was_trained_with(tmp_path, caplog):
+    """Same train/data settings: the checkpoint is reused as is; other epochs: retrained (one warning)."""
+    from salbench.config import resolve_config
+    from salbench.models.training import train_embedded_model
+    from salbench.store.layout import embedded_checkpoint
+
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(
+        f"run: {{output_root: {tmp_path / 'run'}}}\n"
+        "data: {embedded: {image_size: 32, n_train: 20, n_val: 4, n_eval: 4}}\n"
+        "train: {epochs: 1, batch_size: 10}\n"
+    )
+    cfg = resolve_config(cfg_file)
+    meta = train_embedded_model(cfg, torch.device("cpu"), progress=False)
+    assert meta["train_config"]["epochs"] == 1 and "n_images" in meta["train"]  # "train": the split summary
+    stamp = embedded_checkpoint(cfg).stat().st_mtime_ns
+    train_embedded_model(cfg, torch.device("cpu"), progress=False)
+    assert embedded_checkpoint(cfg).stat().st_mtime_ns == stamp
+    other = resolve_config(cfg_file, {"train": {"epochs": 2}})
+    with caplog.at_level("WARNING"):
+        assert train_embedded_model(other, torch.device("cpu"), progress=False)["train_config"]["epochs"] == 2
+    assert "trained with other train/data settings: retrained" in caplog.text

@@ -172,7 +172,7 @@ def train_embedded_model(cfg: Config, device: torch.device, progress: bool = Tru
     ckpt = embedded_checkpoint(cfg)
     if ckpt.is_file() and not cfg.run.overwrite:
         _, meta = load_checkpoint(ckpt)
-        made = (meta.get("train"), meta.get("data"))
+        made = (meta.get("train_config"), meta.get("data"))
         if made == (config_to_dict(cfg.train), config_to_dict(cfg.data.embedded)):
             top1 = meta.get("eval", {}).get("top1_accuracy", float("nan"))
             log.info("reusing %s (eval top-1 %.3f)", ckpt, top1)
@@ -196,7 +196,7 @@ def train_embedded_model(cfg: Config, device: torch.device, progress: bool = Tru
         "arch": cfg.model.name,
         "num_classes": num_classes,
         "class_names": list(splits["train"].class_names),
-        "train": config_to_dict(cfg.train),
+        "train_config": config_to_dict(cfg.train),
         "data": config_to_dict(cfg.data.embedded),
         "train_seconds": seconds,
         **summaries,

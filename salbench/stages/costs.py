@@ -155,6 +155,12 @@ def sensitivity_passes(params: Any, method: Passes) -> Passes:
     return explain.times(params.nr_samples)
 
 
+def _per_method_sensitivity(params: Any, method: Passes) -> Passes:
+    """Per method: none with plain gradients (their noisy copies are explained once per image for every
+    method, :data:`SHARED`), the method's own re-explanations otherwise."""
+    return Passes() if params.explainer == "gradient" else sensitivity_passes(params, method)
+
+
 def group_passes(group: str, params: MetricParams, shape: Shape, method: Passes) -> Passes:
     """Passes per image and method of metric group ``group`` (``method``: the method's own passes, for
     the re-explaining sensitivity); the shared passes of the recognition group are not included.
@@ -168,7 +174,7 @@ def group_passes(group: str, params: MetricParams, shape: Shape, method: Passes)
     if group == "monotonicity":
         return monotonicity_passes(p, shape)
     if group == "sensitivity":
-        return sensitivity_passes(p, method)
+        return _per_method_sensitivity(p, method)
     if group == "completeness":  # the image and its baseline, one row each
         return Passes(2)
     if group in ("complexity", "localization"):  # the maps alone
@@ -336,6 +342,16 @@ def evaluation_rows(
             used = sum(1 for per in stores.values() if per)
             shared = recognition_passes(p, shape.size)[1]
             rows.append(CostRow(title, SHARED, group, n * used, shared, scale, "curve ends, once per image"))
+        if (
+            run.group.name == "sensitivity"
+            and getattr(p, "explainer", "") == "gradient"
+            and any(stores.values())
+        ):
+            used = sum(1 for per in stores.values() if per)
+            shared = sensitivity_passes(p, Passes())
+            rows.append(
+                CostRow(title, SHARED, group, n * used, shared, scale, "noisy copies, once per image")
+            )
         counted = []
         for sid in ids:
             holding = [per[sid] for per in stores.values() if sid in per]
