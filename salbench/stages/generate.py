@@ -2,8 +2,9 @@
 
 For each label set and method: targets come from stage 1, the map store at
 ``<root>/<model>/maps/<label_set>/<method>.zarr`` is opened (or resumed), and the pending rows are
-explained in fixed, aligned batches. Random draws are seeded per aligned batch (``seed``, method id,
-batch index), so a resumed run writes exactly the maps an uninterrupted run writes.
+explained in fixed, aligned batches. Random draws are seeded per (image, target) (``seed``, store id,
+image id, target: :mod:`salbench.rng`), so a resumed run writes exactly the maps an uninterrupted run
+writes, and a later label set copies the maps of an earlier one's same targets (:mod:`.reuse`).
 
 A method that cannot apply to the model (a CAM or IBA without a spatial target layer, CASME without a
 masker for the architecture: :class:`~salbench.errors.NotApplicableError`, checked on the first image
@@ -15,7 +16,7 @@ as "not applicable" (set to 0 when a later run finds the method applicable).
 Under ``torchrun`` (inside :func:`salbench.runtime.distributed`) every rank runs every (label set,
 method) pair: the rows of each store are split into contiguous shards of whole units of
 ``lcm(CHUNK_ROWS, batch_size)`` rows (:func:`salbench.store.maps.shard_rows`), so no two ranks share a
-chunk and every aligned batch, with its keyed generator, lies in one shard. Each rank opens the store
+chunk and every aligned batch lies in one shard. Each rank opens the store
 restricted to its shard and explains only the pending rows there; the maps are those one process
 computes, and a store left part-written by a run of N processes is completed by a rerun of any number.
 Rank 0 prepares a method first (RISE draws and saves its masks, the others load them), the ranks then
