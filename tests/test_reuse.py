@@ -177,3 +177,22 @@ def test_per_image_generators_draw_what_the_image_draws_in_any_batch():
     )
     with pytest.raises(ValueError, match="2 generators for 3 images"):
         rng.rand(gens(["a", "b"], [3, 4]), (3, 5, 5), 0)
+
+
+def test_an_earlier_output_made_from_other_inputs_is_not_copied(runs, tmp_path):
+    """Scores are copied only from an earlier evaluation complete for the inputs it has now: with the
+    ground-truth output's recorded key changed (as after its maps or parameters changed), the
+    predicted label set computes every row."""
+    root = tmp_path / "copy"
+    shutil.copytree(runs["reuse"], root)
+    evaluation = root / "embedded_resnet" / "evaluation"
+    sidecar = evaluation / "groundtruth" / "gradcam_recognition.json"
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "key": "stale"}))
+    shutil.rmtree(evaluation / "predicted")
+    flags = ["--config", str(runs["cfg"]), "--output-root", str(root), "--label-set", "predicted"]
+    assert salbench(["evaluate", "recognition", "--method", "gradcam", *flags]) == 0
+    manifest = json.loads((evaluation / "predicted" / "recognition_manifest.json").read_text())
+    assert manifest["reused_rows"] == {"gradcam": 0}
+    fresh = pd.read_csv(evaluation / "predicted" / "gradcam_recognition.csv", dtype={"image_id": str})
+    gt = pd.read_csv(evaluation / "groundtruth" / "gradcam_recognition.csv", dtype={"image_id": str})
+    pd.testing.assert_frame_equal(fresh.iloc[SHARED], gt.iloc[SHARED])  # computed: the same values

@@ -145,8 +145,10 @@ def _evaluate_label_set(
         pending, batches = from_rank_zero(plan)
         if pending:
             share = batches[rank::world]  # in turn: a resumed run's missing batches stay balanced
-            sources = {m: find_score_source(ws, kind, label_set, m, keys[m], targets[0][0]) for m in pending}
-            seconds, copied = _run_batches(
+            sources = {
+                m: find_score_source(ws, kind, label_set, m, targets[0][0], targets[1]) for m in pending
+            }
+            seconds, copied, passes = _run_batches(
                 ws,
                 kind,
                 label_set,
@@ -157,10 +159,10 @@ def _evaluate_label_set(
                 progress and rank == 0,
             )
             seconds = _summed_over_ranks(seconds)  # also waits until every rank has written its parts
-            copied = _summed_over_ranks(copied)
+            copied, passes = _summed_over_ranks(copied), _summed_over_ranks(passes)
             if rank == 0:
                 extra = {"kind": kind.name, "seconds_per_method": seconds, "n_images": len(ws.images)}
-                extra["model_passes"] = {k: int(copied.pop(k, 0)) for k in ("forward_rows", "backward_rows")}
+                extra["model_passes"] = {k: int(v) for k, v in passes.items()}
                 extra["reused_rows"] = {m: int(copied.get(m, 0)) for m in pending}
                 extra["reused_from"] = {m: s.label_set for m, s in sources.items() if s and copied.get(m)}
                 extra |= {"processes": world, "intervals": Bootstrap.from_run(ws.cfg.run).describe()}
@@ -183,7 +185,7 @@ def _evaluate_label_set(
 
 
 def _summed_over_ranks(seconds: dict[str, float]) -> dict[str, float]:
-    """Per-method seconds summed over the ranks; returns once every rank has called it."""
+    """Per-key values (seconds, counts) summed over the ranks; returns once every rank has called it."""
     parts = all_gather_objects(seconds)
     return {m: sum(p.get(m, 0.0) for p in parts) for m in dict.fromkeys(k for p in parts for k in p)}
 
@@ -210,8 +212,9 @@ def _run_batches(
     batches: list[tuple[int, list[str]]],
     sources: dict[str, ScoreSource | None],
     progress: bool,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Write the parts of ``batches`` (index, methods); wall seconds and copied rows per method."""
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Write the parts of ``batches`` (index, methods); wall seconds and copied rows per method, and
+    the model passes made."""
     bs, n = ws.cfg.run.batch_size, len(ws.images)
     seconds: dict[str, float] = defaultdict(float)
     copied: dict[str, float] = defaultdict(float)
@@ -228,8 +231,8 @@ def _run_batches(
                 ws, kind, label_set, b, rows, todo, stores, targets, state, sources, (seconds, copied)
             )
             shown.update(len(rows))
-    copied["forward_rows"], copied["backward_rows"] = passes.forward_rows, passes.backward_rows
-    return dict(seconds), dict(copied)
+    made = {"forward_rows": float(passes.forward_rows), "backward_rows": float(passes.backward_rows)}
+    return dict(seconds), dict(copied), made
 
 
 def _evaluate_batch(

@@ -221,9 +221,19 @@ def _generate_maps(
             shown.update(len(rows))
     mine = (todo - reused, time.perf_counter() - t0, passes.forward_rows, passes.backward_rows, reused)
     done, seconds, forward, backward, reused = (sum(v) for v in zip(*all_gather_objects(mine)))
-    rec = GenerationRecord(label_set, method.store_id, n, done, seconds, forward, backward, processes=world)
-    if reused:
-        rec.n_reused, rec.reused_from = reused, source.label_set if source else ""
+    origin = source.label_set if source and reused else ""
+    rec = GenerationRecord(
+        label_set,
+        method.store_id,
+        n,
+        done,
+        seconds,
+        forward,
+        backward,
+        processes=world,
+        n_reused=reused,
+        reused_from=origin,
+    )
     if rank == 0:
         store.update_attrs({"last_run": _jsonable(dataclasses.asdict(rec))})
     return rec

@@ -19,6 +19,7 @@ import pandas as pd
 
 from salbench.errors import DataError
 from salbench.rng import SEEDING
+from salbench.stages.diagnostics import read_targets
 from salbench.stages.kinds import Kind
 from salbench.stages.reuse import ScoreSource, score_source
 from salbench.stages.workspace import Workspace
@@ -161,13 +162,19 @@ def fresh_parts(ws: Workspace, label_set: str, method: str, kind: str, key: dict
 
 
 def find_score_source(
-    ws: Workspace, kind: Kind, label_set: str, method: str, key: dict, targets: np.ndarray
+    ws: Workspace, kind: Kind, label_set: str, method: str, targets: np.ndarray, correct: np.ndarray
 ) -> ScoreSource | None:
-    """Where ``method``'s scores of ``kind`` may be copied from (:func:`.reuse.score_source`)."""
+    """Where ``method``'s scores of ``kind`` may be copied from (:func:`.reuse.score_source`): an earlier
+    label set's output counts only when it is complete for the inputs it has now (:func:`is_done` under
+    its current :func:`evaluation_key`, which covers its map store, model, parameters and targets)."""
     has_arrays = any(run.group.arrays for run in kind.runs)
 
     def evaluation(other: str):
+        store, position = open_store(ws, other, method)
+        theirs = read_targets(ws.layout.diagnostics_csv, other, ws.images.ids)
+        final = final_path(ws, other, method, kind.name)
+        key = evaluation_key(ws, kind, other, store, [*theirs, correct])
         curves = ws.layout.evaluation_dir(other) / f"{method}_curves.npz" if has_arrays else None
-        return (final_path(ws, other, method, kind.name), curves, *open_store(ws, other, method))
+        return is_done(final, ws.images.ids, key["key"]), final, curves, store, position, theirs[0]
 
-    return score_source(ws, label_set, key, targets, evaluation)
+    return score_source(ws, label_set, targets, evaluation)

@@ -102,8 +102,7 @@ class ScoreSource:
     frame: pd.DataFrame
     """The earlier per-image CSV, indexed by image id."""
     curves: dict[str, np.ndarray]
-    """Its per-image arrays (curves) by image id order of ``curve_ids``, if any."""
-    curve_ids: dict[str, int]
+    """Its per-image arrays (curves) with their ``image_ids``; empty when the kind writes none."""
     store: MapStore
     position: np.ndarray
     """Per image of the run: its row in ``store``."""
@@ -126,74 +125,62 @@ class ScoreSource:
     ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
         """One batch's per-image frame and arrays: the copied rows from the earlier label set, the others
         from ``columns``/``arrays`` (computed for the images ``ids[~copy]``, in order)."""
-        computed = pd.DataFrame({"image_id": [i for i, c in zip(ids, copy) if not c], **columns})
-        copied = self.frame.loc[[i for i, c in zip(ids, copy) if c]].reset_index()
-        names = list(computed.columns) if len(computed) else list(copied.columns)
-        frame = pd.concat([computed, copied[names]], ignore_index=True) if len(computed) else copied[names]
-        order = {image_id: k for k, image_id in enumerate(frame["image_id"])}
-        frame = frame.iloc[[order[i] for i in ids]].reset_index(drop=True)
+        ids_arr = np.asarray(ids, dtype=object)
+        copied = self.frame.loc[list(ids_arr[copy])].reset_index()
+        computed = pd.DataFrame({"image_id": list(ids_arr[~copy]), **columns})
+        parts = [f for f in (computed, copied) if len(f)]
+        frame = pd.concat(parts, ignore_index=True)[list(parts[0].columns)]
+        frame = frame.set_index("image_id").loc[list(ids)].reset_index()
         out = {}
-        for name in self.curves if self.curves else arrays:
-            rows = []
-            it = iter(arrays.get(name, []))
-            for image_id, c in zip(ids, copy):
-                rows.append(self.curves[name][self.curve_ids[image_id]] if c else next(it))
-            out[name] = np.stack(rows)
+        if self.curves:
+            at = {str(i): k for k, i in enumerate(self.curves["image_ids"])}
+            taken = [at[i] for i in ids_arr[copy]]
+            for name, values in self.curves.items():
+                if name == "image_ids":
+                    continue
+                rows = np.empty((len(ids), *values.shape[1:]), dtype=values.dtype)
+                rows[copy] = values[taken]
+                if (~copy).any():
+                    rows[~copy] = arrays[name]
+                out[name] = rows
         return frame, out
 
 
 def score_source(
     ws: Workspace,
     label_set: str,
-    key: dict[str, Any],
     targets: np.ndarray,
-    evaluation: Callable[[str], tuple[Path, Path | None, MapStore, np.ndarray]],
+    evaluation: Callable[[str], tuple[bool, Path, Path | None, MapStore, np.ndarray, np.ndarray]],
 ) -> ScoreSource | None:
-    """The earlier label set whose finished evaluation of the same method was made from the same
-    inputs as ``key`` but for the label set, its targets and its maps, sharing the most targets.
+    """The earlier label set whose finished evaluation of the same method shares the most targets.
 
     Args:
-        key: this label set's evaluation key (``{"key", "inputs"}``).
         targets: this label set's targets, per image of the run.
-        evaluation: ``evaluation(label_set)`` -> (final per-image CSV, curves file or None when the
-            kind writes no arrays, map store, store row per image) of the same method and kind in that
-            label set.
+        evaluation: ``evaluation(label_set)`` -> (its output is complete for its current inputs, the
+            per-image CSV, the curves file or None when the kind writes no arrays, the map store, the
+            store row per image, its targets) of the same method and kind in that label set.
     """
     if not ws.cfg.run.reuse:
         return None
     best: ScoreSource | None = None
     for other in earlier_label_sets(ws, label_set):
         try:
-            final, curves, store, position = evaluation(other)
-            sidecar = final.with_suffix(".json")
-            if not (final.is_file() and sidecar.is_file()):
+            done, final, curves, store, position, theirs = evaluation(other)
+            if not done or (curves is not None and not curves.is_file()):
                 continue
-            recorded = json.loads(sidecar.read_text())
-            if _score_identity(recorded) != _score_identity(key):
+            same = np.asarray(theirs) == np.asarray(targets)
+            if not same.any() or (best is not None and same.sum() <= best.same.sum()):
                 continue
-            frame = pd.read_csv(final, dtype={"image_id": str})
-            if frame["image_id"].tolist() != ws.images.ids:
-                continue
-            theirs, _ = read_targets(ws.layout.diagnostics_csv, other, ws.images.ids)
-            arrays, curve_ids = {}, {}
-            if curves is not None and not curves.is_file():
-                continue
+            frame = pd.read_csv(final, dtype={"image_id": str}).set_index("image_id")
+            arrays: dict[str, np.ndarray] = {}
             if curves is not None:
                 with np.load(curves, allow_pickle=False) as data:
-                    arrays = {k: data[k] for k in data.files if k != "image_ids"}
-                    curve_ids = {str(i): k for k, i in enumerate(data["image_ids"])}
+                    arrays = {k: data[k] for k in data.files}
         except Exception as exc:  # an unreadable earlier output is no source: the scores are computed
             log.warning("%s: scores of %s not reused (%s)", label_set, other, exc)
             continue
-        same = np.asarray(theirs) == np.asarray(targets)
-        if same.any() and (best is None or same.sum() > best.same.sum()):
-            best = ScoreSource(other, frame.set_index("image_id"), arrays, curve_ids, store, position, same)
+        best = ScoreSource(other, frame, arrays, store, position, same)
     return best
-
-
-def _score_identity(key: dict[str, Any]) -> str:
-    inputs = {k: v for k, v in key["inputs"].items() if k not in ("label_set", "targets", "maps")}
-    return json.dumps(inputs, sort_keys=True, default=str)
 
 
 def reuse_summary(model_dir: Path) -> dict[str, Any]:
