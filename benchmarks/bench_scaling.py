@@ -53,10 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=64, help="images")
     p.add_argument("--device", default="cpu")
     p.add_argument("--methods", nargs="+", default=["gradcam", "integrated_gradients", "rise"])
+    p.add_argument("--precision", default="fp32", help="--precision of the stages (fp32, bf16, fp16)")
+    p.add_argument("--workers", type=int, default=-1, help="--workers of the stages (-1: automatic)")
     p.add_argument("--out", type=Path, default=None, help="CSV of the table (default: print only)")
+    p.add_argument("--results-out", type=Path, default=None, help="copy of the first run's results.csv")
     args = p.parse_args(argv)
     common = ["--limit", str(args.limit), "--threads", str(args.threads), "--device", args.device]
-    common += ["--progress", "off"]
+    common += ["--progress", "off", "--precision", args.precision, "--workers", str(args.workers)]
     targets = ["--label-set", "groundtruth"]
     if args.config:
         common += ["--config", args.config]
@@ -73,17 +76,20 @@ def main(argv: list[str] | None = None) -> int:
             gen = _launch(procs, ["generate", "--method", *args.methods, *targets, *flags], args.threads)
             ev = _launch(procs, ["evaluate", "recognition", *targets, *flags], args.threads)
             results = pd.read_csv(root / "results.csv")
+            if args.results_out and procs == args.processes[0]:
+                results.to_csv(args.results_out, index=False)
             values[procs] = results.sort_values(["method", "metric"])["value"].to_numpy()
             for stage, seconds in (("generate", gen), ("evaluate recognition", ev)):
                 rows.append({"stage": stage, "processes": procs, "threads": args.threads, "seconds": seconds})
+                rows[-1] |= {"precision": args.precision, "workers": args.workers}
     table = pd.DataFrame(rows)
     table["images_per_s"] = args.limit / table["seconds"]
     base = table[table["processes"] == min(args.processes)].set_index("stage")["seconds"]
     table["speedup"] = [base[s] / t for s, t in zip(table["stage"], table["seconds"])]
     same = all((v == values[min(values)]).all() for v in values.values())
     print(
-        f"{args.limit} images, methods {', '.join(args.methods)}, device {args.device}, "
-        f"load {os.getloadavg()[0]:.2f}"
+        f"{args.limit} images, methods {', '.join(args.methods)}, device {args.device}, precision "
+        f"{args.precision}, workers {args.workers}, load {os.getloadavg()[0]:.2f}"
     )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print("results.csv values identical across process counts:", same)

@@ -40,7 +40,15 @@ from salbench.errors import ConfigError
 from salbench.methods.base import MethodContext
 from salbench.models.layers import resolve_target_layer
 from salbench.saliency import minmax_per_image
-from salbench.scoped import PassCount, count_passes, frozen_parameters, model_mode
+from salbench.scoped import (
+    PRECISIONS,
+    PassCount,
+    autocast_passes,
+    count_passes,
+    frozen_parameters,
+    model_mode,
+    pass_precision,
+)
 from salbench.stages.cli import configure_logging, entry
 
 logger = logging.getLogger(__name__)
@@ -57,7 +65,7 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "h
 COLUMNS: tuple[str, ...] = tuple(
     """model input_size implementation task batch_size n_images repeats seconds_per_image
     forward_rows_per_image backward_rows_per_image passes_per_image bare_seconds_per_image ratio_to_bare
-    status note device threads torch_version machine date load_1m""".split()  # noqa: SIM905
+    status note device threads torch_version machine date load_1m precision""".split()  # noqa: SIM905
 )
 """CSV columns, in order; one row per (model, implementation, task, batch_size)."""
 
@@ -77,6 +85,7 @@ class Settings:
     only: tuple[str, ...]
     out: Path
     quick: bool
+    precision: str = "fp32"
 
     def images_for(self, model: str) -> int:
         return self.n_images if self.n_images is not None else DEFAULT_N_IMAGES[model]
@@ -193,6 +202,12 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--only", default="", help="comma-separated method/metric ids to run (default: all)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 half-size images, 1 repeat, no warm-up")
     p.add_argument("--out", help="CSV path (default runs/benchmarks/<script>.csv)")
+    p.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="fp32",
+        help="salbench's pass precision (--precision of the stages), the bare forward's too (fp32)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -217,7 +232,18 @@ def settings_from_args(args: argparse.Namespace, script: str, tasks: Sequence[st
     if set(only) - set(tasks):
         raise ConfigError(f"--only: unknown {sorted(set(only) - set(tasks))}; choose from {', '.join(tasks)}")
     return Settings(
-        script, models, args.device, n_images, batch, bare, repeats, args.seed, only, out, args.quick
+        script,
+        models,
+        args.device,
+        n_images,
+        batch,
+        bare,
+        repeats,
+        args.seed,
+        only,
+        out,
+        args.quick,
+        args.precision,
     )
 
 
@@ -330,7 +356,7 @@ def measure_bare(work: Workload, batch_sizes: Sequence[int], repeats: int) -> li
         x = work.images[torch.arange(b, device=work.device) % work.n].clone()
 
         def forward(x: torch.Tensor = x) -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast_passes(x.device):
                 model(x)
 
         def forward_backward(x: torch.Tensor = x) -> None:
@@ -392,6 +418,7 @@ def make_row(
         "machine": machine(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "load_1m": _load(),
+        "precision": settings.precision,
         **fields,
     }
 
@@ -541,7 +568,8 @@ def benchmark_script(doc: str, script: str, task_ids, make_cases):
         args = build_parser().parse_args(argv)
         configure_logging(args.verbose)
         settings = settings_from_args(args, script, task_ids)
-        rows = run_benchmark(settings, make_cases)
+        with pass_precision(settings.precision):
+            rows = run_benchmark(settings, make_cases)
         print(format_table(rows))
         print(f"wrote {settings.out}")
         return 0

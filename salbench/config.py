@@ -4,6 +4,9 @@ Precedence (lowest first): dataclass defaults < protocol preset (``configs/proto
 < the user's ``--config`` YAML < command-line flags. Unknown keys are rejected with the dotted key and
 the file they came from. The resolved configuration is written beside every output
 (:func:`config_to_dict`), and is never mutated after construction.
+
+Longer than ~400 lines: every section's dataclass, the loader and the checks of its values belong
+together, so a reader finds each key's type, default and check in one file.
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ class RunConfig:
     """Where outputs go and how the run executes.
 
     ``ci_*``: the percentile bootstrap over images of every mean in ``results.csv`` (resamples, level,
-    seed; :class:`salbench.stats.Bootstrap`). ``reuse``: :mod:`salbench.stages.reuse`."""
+    seed; :class:`salbench.stats.Bootstrap`). ``reuse``: :mod:`salbench.stages.reuse`. ``precision``:
+    autocast dtype of the forward-only passes of re-inference metrics and sampling methods
+    (:func:`salbench.scoped.autocast_passes`); gradients stay float32. ``workers``: image-decoding
+    processes of the data loader (-1: none on CPU, up to 8 per process on CUDA; pinned memory on CUDA).
+    """
 
     output_root: str = "runs/embedded"
     protocol: Literal["acml2024", "reference"] = "acml2024"
@@ -49,6 +56,8 @@ class RunConfig:
     ci_resamples: int = 1000
     ci_level: float = 0.95
     ci_seed: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    workers: int = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,8 +401,9 @@ def resolve_config(
     return cfg
 
 
-_LOWER_BOUNDS = {"batch_size": 1, "max_batch": 1, "limit": 0, "threads": 0, "seed": 0}
-"""Smallest allowed value of the ``run`` section's integers (``limit``/``threads`` 0 = all/default)."""
+_LOWER_BOUNDS = {"batch_size": 1, "max_batch": 1, "limit": 0, "threads": 0, "seed": 0, "workers": -1}
+"""Smallest allowed value of the ``run`` section's integers (``limit``/``threads`` 0 = all/default,
+``workers`` -1 = automatic)."""
 
 
 def check_run(run: RunConfig) -> None:

@@ -7,6 +7,7 @@ Methods, metrics, the CASME masker and the stages all use these instead of toggl
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 from collections.abc import Iterator
 
@@ -98,3 +99,38 @@ def seeded_global_rng(device: torch.device, seed: int) -> Iterator[None]:
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(seed)
         yield
+
+
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""``run.precision`` -> the autocast dtype of re-inference and sampling passes (None: plain float32)."""
+_PRECISION: contextvars.ContextVar[str] = contextvars.ContextVar("salbench_precision", default="fp32")
+
+
+@contextlib.contextmanager
+def pass_precision(precision: str) -> Iterator[None]:
+    """Run the forward-only passes of re-inference metrics and sampling methods started inside the block
+    in ``precision`` (``fp32``, ``bf16`` or ``fp16``): :func:`autocast_passes` reads it."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    token = _PRECISION.set(precision)
+    try:
+        yield
+    finally:
+        _PRECISION.reset(token)
+
+
+def current_precision() -> str:
+    """The precision :func:`pass_precision` set (``fp32`` outside any block)."""
+    return _PRECISION.get()
+
+
+def autocast_passes(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` in the current pass precision on ``device`` (a no-op for ``fp32``).
+
+    Wrapped around forward passes whose outputs are only read (probabilities, logits of perturbed or
+    masked copies), never around gradients: the callers cast logits to float32 before any softmax."""
+    dtype = PRECISIONS[_PRECISION.get()]
+    if dtype is None:
+        return contextlib.nullcontext()
+    kind = device.type if isinstance(device, torch.device) else torch.device(device).type
+    return torch.autocast(device_type=kind, dtype=dtype)

@@ -249,6 +249,8 @@ CASES = [
     Case("flags", "--limit -5", _cmd("diagnostics", "--limit", "-5"), "--limit must be >= 0"),
     Case("flags", "--threads -1", _cmd("diagnostics", "--threads", "-1"), "--threads must be >= 0"),
     Case("flags", "--device tpu", _cmd("diagnostics", "--device", "tpu"), "invalid choice: 'tpu'"),
+    Case("flags", "--workers -2", _cmd("diagnostics", "--workers", "-2"), "--workers must be >= -1"),
+    Case("flags", "--precision fp8", _cmd("evaluate", "--precision", "fp8"), "invalid choice: 'fp8'"),
     Case("flags", "--protocol paper", _cmd("generate", "--protocol", "paper"), "invalid choice: 'paper'"),
     Case("flags", "--label-set worst", _cmd("generate", "--label-set", "worst"), "invalid choice: 'worst'"),
     Case(

@@ -207,6 +207,7 @@ def test_result_rows_schema_and_values():
                 "reference",
                 "unknown",
                 "unknown",
+                "fp32",
             ],
             [
                 *base,
@@ -223,6 +224,7 @@ def test_result_rows_schema_and_values():
                 "reference",
                 "unknown",
                 "unknown",
+                "fp32",
             ],
             [
                 *base,
@@ -239,6 +241,7 @@ def test_result_rows_schema_and_values():
                 "reference",
                 "unknown",
                 "unknown",
+                "fp32",
             ],
             [
                 *base,
@@ -255,6 +258,7 @@ def test_result_rows_schema_and_values():
                 "reference",
                 "unknown",
                 "unknown",
+                "fp32",
             ],
             [
                 *base,
@@ -271,6 +275,7 @@ def test_result_rows_schema_and_values():
                 "reference",
                 "unknown",
                 "unknown",
+                "fp32",
             ],
             [
                 *base,
@@ -287,6 +292,7 @@ def test_result_rows_schema_and_values():
                 "reference",
                 "unknown",
                 "unknown",
+                "fp32",
             ],
             [
                 *base,
@@ -303,6 +309,7 @@ def test_result_rows_schema_and_values():
                 "reference",
                 "unknown",
                 "unknown",
+                "fp32",
             ],
         ],
         columns=[c for c in RESULT_COLUMNS if c not in UNCERTAINTY_COLUMNS],

@@ -114,6 +114,9 @@ class SaliencyMethod(abc.ABC):
         normalisation: how raw attributions become the stored map (channel reduction, abs,
             upsampling, min-max), recorded in every manifest.
         params_cls: the frozen dataclass of this method's parameters.
+        sampling: True when the map is computed from forward-only passes of perturbed or masked copies
+            (RISE, LIME, Score-/Ablation-CAM); these passes (and only these) run in the pass precision
+            a stage sets (:func:`salbench.scoped.autocast_passes`), every other method in float32.
     """
 
     name: ClassVar[str]
@@ -121,6 +124,7 @@ class SaliencyMethod(abc.ABC):
     deterministic: ClassVar[bool] = True
     normalisation: ClassVar[str] = ""
     params_cls: ClassVar[type[MethodParams]] = MethodParams
+    sampling: ClassVar[bool] = False
 
     @property
     def row_separable(self) -> bool:

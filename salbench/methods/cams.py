@@ -65,7 +65,7 @@ from salbench.methods.base import METHODS, MethodContext, MethodParams, Saliency
 from salbench.methods.gradients import check_batch
 from salbench.methods.spatial import check_grid, layer_name, require_layer
 from salbench.models.layers import FeatureLayout, architecture_name, feature_layout
-from salbench.scoped import frozen_parameters, model_mode
+from salbench.scoped import autocast_passes, frozen_parameters, model_mode
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,15 @@ class _CheckedTarget(ClassifierOutputTarget):
         return super().__call__(model_output)
 
 
-class _ScoreCAM(ScoreCAM):
+class _PassPrecision:
+    """Runs the library's masked/ablated copies' passes in the pass precision (activations in fp32)."""
+
+    def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
+        with autocast_passes(input_tensor.device):
+            return super().get_cam_weights(input_tensor, target_layer, targets, activations, grads)
+
+
+class _ScoreCAM(_PassPrecision, ScoreCAM):
     """ScoreCAM whose masked-input batch size is a constructor argument (the library reads an attribute)."""
 
     def __init__(
@@ -97,6 +105,10 @@ class _ScoreCAM(ScoreCAM):
     ) -> None:
         super().__init__(model, target_layers, reshape_transform=reshape)
         self.batch_size = batch_size
+
+
+class _AblationCAM(_PassPrecision, AblationCAM):
+    pass
 
 
 class _LayoutAblationLayer(AblationLayerVit):
@@ -250,6 +262,7 @@ class ScoreCAMMethod(LibraryCAM):
     the score is the target logit of the masked input, without subtracting a baseline score."""
 
     name: ClassVar[str] = "scorecam"
+    sampling: ClassVar[bool] = True
     params_cls: ClassVar[type[MethodParams]] = ScoreCAMParams
 
     def __init__(self, model: nn.Module, context: MethodContext, params: MethodParams | None = None):
@@ -278,6 +291,7 @@ class AblationCAMMethod(LibraryCAM):
     non-finite map, returned as zeros."""
 
     name: ClassVar[str] = "ablationcam"
+    sampling: ClassVar[bool] = True
     params_cls: ClassVar[type[MethodParams]] = AblationCAMParams
 
     def __init__(self, model: nn.Module, context: MethodContext, params: MethodParams | None = None):
@@ -290,7 +304,7 @@ class AblationCAMMethod(LibraryCAM):
             )
 
     def _build(self, layer: nn.Module, reshape: Reshape, layout: FeatureLayout) -> BaseCAM:
-        return AblationCAM(
+        return _AblationCAM(
             self.model,
             [layer],
             reshape_transform=reshape,

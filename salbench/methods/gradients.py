@@ -119,7 +119,9 @@ def _dropout_rng(device: torch.device, generator: rng.Generators):
     (the first image's with per-image generators: dropout masks are drawn for the whole batch) and
     restored on exit: active dropout in training mode is reproducible under the call's generator."""
     generator = rng.first(generator)
-    seed = 0 if generator is None else int(torch.randint(2**62, (1,), generator=generator))
+    if generator is None:
+        return seeded_global_rng(device, 0)
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
     return seeded_global_rng(device, seed)
 
 

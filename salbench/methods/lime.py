@@ -29,7 +29,7 @@ from salbench.errors import ConfigError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, SaliencyMethod
 from salbench.saliency import minmax_per_image
 from salbench.scaling import scaled_length
-from salbench.scoped import model_mode
+from salbench.scoped import autocast_passes, model_mode
 
 DISTANCES = ("input_euclidean", "binary_cosine", "binary_euclidean")
 HIDES = ("zero", "superpixel_mean")
@@ -178,6 +178,7 @@ class Lime(SaliencyMethod):
     """
 
     name: ClassVar[str] = "lime"
+    sampling: ClassVar[bool] = True
     family: ClassVar[str] = "Occlusion"
     deterministic: ClassVar[bool] = False
     normalisation: ClassVar[str] = "superpixel coefficient broadcast over channels, L2 over channels, min-max"
@@ -221,7 +222,9 @@ class Lime(SaliencyMethod):
                 i, s = rows // S, rows % S
                 keep = states[i, s].gather(1, flat_segs[i]).reshape(-1, 1, *images.shape[-2:])
                 keep = keep.to(images.dtype)
-                logits = self.model(keep * images[i] + (1 - keep) * hide[i]).float()
+                with autocast_passes(images.device):
+                    logits = self.model(keep * images[i] + (1 - keep) * hide[i])
+                logits = logits.float()
                 if p.score == "probs":
                     logits = torch.softmax(logits, dim=1)
                 out[rows] = logits.gather(1, targets[i].view(-1, 1)).squeeze(1).double()

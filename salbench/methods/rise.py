@@ -28,7 +28,7 @@ from salbench import rng
 from salbench.errors import ConfigError, DataError, SalbenchError
 from salbench.methods.base import METHODS, MethodContext, MethodParams, Preparation, SaliencyMethod
 from salbench.saliency import minmax_per_image
-from salbench.scoped import model_mode
+from salbench.scoped import autocast_passes, model_mode
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +180,7 @@ class Rise(SaliencyMethod):
     """
 
     name: ClassVar[str] = "rise"
+    sampling: ClassVar[bool] = True
     family: ClassVar[str] = "Occlusion"
     deterministic: ClassVar[bool] = False
     normalisation: ClassVar[str] = "sum_i score_i*M_i/(N*p1), per-map min-max"
@@ -272,7 +273,9 @@ class Rise(SaliencyMethod):
             for start in range(0, B * N, p.max_batch):
                 rows = torch.arange(start, min(start + p.max_batch, B * N), device=images.device)
                 b, n = rows // N, rows % N
-                logits = self.model(images[b] * masks[n][:, None].to(images.dtype)).float()
+                with autocast_passes(images.device):
+                    logits = self.model(images[b] * masks[n][:, None].to(images.dtype))
+                logits = logits.float()
                 if p.score == "probs":
                     logits = torch.softmax(logits, dim=1)
                 out[rows] = logits.gather(1, targets[b].view(-1, 1)).squeeze(1)

@@ -1,7 +1,9 @@
 """Batched model evaluation shared by every re-inference metric.
 
 Perturbed inputs are built as tensors on the model's device and pushed through the model in chunks
-of at most ``max_batch`` rows; no Python loop over images surrounds a model call. An optional
+of at most ``max_batch`` rows; no Python loop over images surrounds a model call. The passes run in
+the current pass precision (:func:`salbench.scoped.pass_precision`; float32 unless a stage set it),
+and probabilities are always computed from float32 logits. An optional
 :class:`ForwardCounter` records how many forward calls and input rows a computation cost.
 """
 
@@ -14,7 +16,7 @@ import torch
 from torch import nn
 
 from salbench.errors import ConfigError, DataError
-from salbench.scoped import model_mode
+from salbench.scoped import autocast_passes, model_mode
 
 
 @dataclasses.dataclass
@@ -80,7 +82,9 @@ def target_probs(
         for start in range(0, inputs.shape[0], max_batch):
             sl = slice(start, start + max_batch)
             batch = inputs[sl]
-            out[sl] = _gather_probs(model(batch), targets[sl])
+            with autocast_passes(batch.device):
+                logits = model(batch)
+            out[sl] = _gather_probs(logits, targets[sl])
             if counter is not None:
                 counter.add(batch.shape[0])
     return out
@@ -116,7 +120,10 @@ def chunked_target_probs(
     with model_mode(model, False):
         for start in range(0, total, max_batch):
             stop = min(start + max_batch, total)
-            probs = _gather_probs(model(build(start, stop)), targets[start:stop])
+            rows = build(start, stop)
+            with autocast_passes(rows.device):
+                logits = model(rows)
+            probs = _gather_probs(logits, targets[start:stop])
             if probs.dtype != out.dtype:  # float64 models keep float64 probabilities
                 out = out.to(probs.dtype)
             out[start:stop] = probs

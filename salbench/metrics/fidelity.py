@@ -38,7 +38,7 @@ from salbench.metrics.base import (
 from salbench.metrics.engine import chunked_target_probs, target_probs
 from salbench.metrics.ordering import TieOrder, default_features_in_step, entry_order, flag_tied
 from salbench.metrics.perturbation import black_images
-from salbench.scoped import model_mode
+from salbench.scoped import autocast_passes, model_mode
 
 Correlation = Literal["spearman", "pearson"]
 Grouping = Literal["entries", "pixels"]
@@ -266,7 +266,7 @@ def _target_outputs(
     if output != "logit":
         raise ConfigError(f"output: {output!r} is not one of logit, probability")
     parts = []
-    with model_mode(model, False):
+    with model_mode(model, False), autocast_passes(inputs.device):
         for start in range(0, inputs.shape[0], max_batch):
             logits = model(inputs[start : start + max_batch])
             parts.append(logits.gather(1, targets[start : start + max_batch].view(-1, 1)).squeeze(1))

@@ -45,12 +45,13 @@ def common_parser(description: str, label_sets: bool = True) -> argparse.Argumen
         )
     g.add_argument("--device", choices=["cpu", "cuda", "auto"], help="compute device (default cpu)")
     g.add_argument("--batch-size", type=int, help="images per batch")
-    g.add_argument(
-        "--max-batch", type=int, help="largest batch of (perturbed) inputs pushed through the model"
-    )
+    g.add_argument("--max-batch", type=int, help="most (perturbed) inputs per model pass")
     g.add_argument("--limit", type=int, help="only the first N listed images (0 = all)")
     g.add_argument("--seed", type=int, help="seed of every random draw")
     g.add_argument("--threads", type=int, help="CPU threads for torch (0 = torch default)")
+    precision = "autocast of re-inference metrics' and sampling methods' forward passes (default fp32)"
+    g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help=precision)
+    g.add_argument("--workers", type=int, help="image-decoding processes (-1: 0 on CPU, up to 8 on CUDA)")
     g.add_argument("--overwrite", action="store_true", default=None, help="recompute completed outputs")
     no_reuse = "compute every label set's maps and scores, also those of an earlier label set's target"
     g.add_argument("--no-reuse", dest="reuse", action="store_false", default=None, help=no_reuse)
@@ -104,6 +105,8 @@ _FLAG_KEYS: dict[str, tuple[str, str]] = {
     "limit": ("run", "limit"),
     "seed": ("run", "seed"),
     "threads": ("run", "threads"),
+    "precision": ("run", "precision"),
+    "workers": ("run", "workers"),
     "overwrite": ("run", "overwrite"),
     "reuse": ("run", "reuse"),
     "model": ("model", "name"),
@@ -169,12 +172,11 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     label_set = getattr(args, "label_set", None)
     if label_set is not None:
         out.setdefault("run", {})["label_sets"] = list(LABEL_SETS) if label_set == ALL else [label_set]
-    for name in (*_POSITIVE, "limit", "threads"):
+    lowest = {**dict.fromkeys(_POSITIVE, 1), "limit": 0, "threads": 0, "workers": -1}
+    for name, low in lowest.items():
         value = getattr(args, name, None)
-        if value is not None and value < (1 if name in _POSITIVE else 0):
-            raise SalbenchError(
-                f"--{name.replace('_', '-')} must be {'>= 1' if name in _POSITIVE else '>= 0'}"
-            )
+        if value is not None and value < low:
+            raise SalbenchError(f"--{name.replace('_', '-')} must be >= {low}")
     return out
 
 

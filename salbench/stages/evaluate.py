@@ -29,7 +29,7 @@ import torch
 from salbench.errors import DataError
 from salbench.progress import bar, counting_passes
 from salbench.runtime import all_gather_objects, distributed, from_rank_zero, rank_zero_first, world_info
-from salbench.scoped import count_passes
+from salbench.scoped import count_passes, pass_precision
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
 from salbench.stages.generate import not_applicable_reasons
@@ -166,6 +166,7 @@ def _evaluate_label_set(
                 extra["reused_rows"] = {m: int(copied.get(m, 0)) for m in pending}
                 extra["reused_from"] = {m: s.label_set for m, s in sources.items() if s and copied.get(m)}
                 extra |= {"processes": world, "intervals": Bootstrap.from_run(ws.cfg.run).describe()}
+                extra |= {"precision": ws.cfg.run.precision}
                 extra |= {"inputs": {m: keys[m] for m in pending}, **ws.describe()}
                 manifest = f"{kind.name}_manifest.json"
                 write_run_record(folder, ws.cfg, ws.runtime, f"evaluation:{kind.name}", extra, manifest)
@@ -221,14 +222,25 @@ def _run_batches(
     state = make_state(kind, ws, label_set)
     ranges = [(b, np.arange(b * bs, min((b + 1) * bs, n)), todo) for b, todo in batches]
     total = sum(len(rows) for _, rows, _ in ranges)
+    loaded = ws.stream([rows for _, rows, _ in ranges])
     with (
         bar(total, f"{kind.name} {label_set}", enabled=progress) as shown,
         counting_passes(shown, ws.model),
         count_passes(ws.model) as passes,
+        pass_precision(ws.cfg.run.precision),
     ):
         for b, rows, todo in ranges:
             _evaluate_batch(
-                ws, kind, label_set, b, rows, todo, stores, targets, state, sources, (seconds, copied)
+                ws,
+                kind,
+                label_set,
+                (b, rows, next(loaded)),
+                todo,
+                stores,
+                targets,
+                state,
+                sources,
+                (seconds, copied),
             )
             shown.update(len(rows))
     made = {"forward_rows": float(passes.forward_rows), "backward_rows": float(passes.backward_rows)}
@@ -239,8 +251,7 @@ def _evaluate_batch(
     ws: Workspace,
     kind: Kind,
     label_set: str,
-    b: int,
-    rows: np.ndarray,
+    loaded: tuple[int, np.ndarray, torch.Tensor],
     methods: list[str],
     stores: dict[str, tuple[MapStore, np.ndarray]],
     targets: tuple[tuple[np.ndarray, np.ndarray], np.ndarray],
@@ -248,16 +259,18 @@ def _evaluate_batch(
     sources: dict[str, ScoreSource | None],
     tallies: tuple[dict[str, float], dict[str, float]],
 ) -> None:
-    """Load one aligned batch once and write every pending method's part for it (rows whose scores an
-    earlier label set computed for the same image, target and map are copied: :mod:`.reuse`)."""
+    """Write every pending method's part of one loaded aligned batch ``(index, rows, images)`` (rows
+    whose scores an earlier label set computed for the same image, target and map are copied:
+    :mod:`.reuse`)."""
     seconds, copied = tallies
+    b, rows, images = loaded
     (labels, base), correct = targets
     dev = ws.runtime.torch_device
     batch = Batch(
         b,
         rows,
         [ws.images.ids[i] for i in rows],
-        ws.images.load(rows).to(dev),
+        images,
         torch.as_tensor(labels[rows], device=dev),
         base[rows],
         correct[rows],

@@ -46,7 +46,7 @@ from salbench.methods.deprocess import DEPROCESSORS
 from salbench.progress import bar, counting_passes
 from salbench.rng import SEEDING
 from salbench.runtime import all_gather_objects, barrier, distributed, rank_zero_first, world_info
-from salbench.scoped import count_passes
+from salbench.scoped import count_passes, pass_precision
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
 from salbench.stages.reuse import map_source
@@ -104,6 +104,7 @@ def _open_store(ws: Workspace, label_set: str, method: SaliencyMethod, shard: ra
         # content hash of materialised (augmented) inputs: every method of a variant sees the same bytes
         "inputs_hash": getattr(ws.images, "meta", {}).get("content_hash"),
         "seeding": SEEDING,
+        "precision": ws.precision_of(method),
     }
     path = ws.layout.maps(label_set, method.store_id)
     kw = {"chunk_rows": CHUNK_ROWS, "attrs": _jsonable(attrs), "shard": shard}
@@ -198,20 +199,24 @@ def _generate_maps(
     todo = sum(min((b + 1) * bs, n) - b * bs for b in batches)
     source = map_source(ws, label_set, method, store.attrs, targets)
     t0, reused = time.perf_counter(), 0
+    plan = []
+    for b in batches:
+        rows = np.arange(b * bs, min((b + 1) * bs, n))
+        plan.append((rows, source.copyable(rows) if source else np.zeros(len(rows), dtype=bool)))
+    loaded = ws.stream([rows[~copy] for rows, copy in plan if not copy.all()])
     with (
         count_passes(ws.model) as passes,
         bar(todo, f"{label_set}/{method.store_id}", enabled=show) as shown,
         counting_passes(shown, ws.model),
+        pass_precision(ws.precision_of(method)),
     ):
-        for b in batches:
-            rows = np.arange(b * bs, min((b + 1) * bs, n))
+        for rows, copy in plan:
             maps = np.empty((len(rows), *ws.images.size), dtype=np.float32)
-            copy = source.copyable(rows) if source else np.zeros(len(rows), dtype=bool)
             if copy.any():
                 maps[copy] = source.store.read(rows[copy])
             if not copy.all():
                 compute = rows[~copy]
-                images = ws.images.load(compute).to(ws.runtime.device)
+                images = next(loaded)
                 tgt = torch.as_tensor(targets[compute], device=ws.runtime.device)
                 ids = [ws.images.ids[i] for i in compute]
                 gens = ws.row_generators(method.store_id, ids, targets[compute])

@@ -279,6 +279,7 @@ def summary_rows(
                 "higher_is_better": METRICS.get(metric).higher_is_better,
                 "protocol": ws.cfg.run.protocol,
                 "checkpoint": ws.checkpoint_id,
+                "precision": ws.cfg.run.precision,
                 "n_ties": ties,
             }
         )

@@ -88,6 +88,7 @@ def evaluation_key(ws: Workspace, kind: Kind, label_set: str, store: MapStore, t
         "batch_size": ws.cfg.run.batch_size,
         "max_batch": ws.cfg.run.max_batch,
         "seeding": SEEDING,
+        "precision": ws.cfg.run.precision,
     }
     return {"key": digest(inputs), "inputs": inputs}
 

@@ -191,6 +191,7 @@ def result_rows(
         "protocol": ws.cfg.run.protocol,
         "checkpoint": "unknown",
         "inputs": "unknown",
+        "precision": "fp32",  # re-training and its test passes run in float32
         **(provenance or {}),
     }
     base |= dict.fromkeys(UNCERTAINTY_COLUMNS, math.nan)  # accuracies of re-trained models: no interval

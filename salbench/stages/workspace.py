@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from salbench.config import Config
-from salbench.data.images import FileImages, ImageSource
+from salbench.data.images import FileImages, ImageSource, loader_workers, stream
 from salbench.data.sources import DataSource, fit_to_model, open_data
 from salbench.data.transforms import InputSpec, key_name
 from salbench.errors import ConfigError, DataError
@@ -132,6 +132,16 @@ class Workspace:
             self.model if model is None else model, context, build_params(cls.params_cls, values, method_id)
         )
 
+    def precision_of(self, method: SaliencyMethod) -> str:
+        """The precision of ``method``'s passes: the run's for sampling methods, else ``fp32``."""
+        return self.cfg.run.precision if method.sampling else "fp32"
+
+    def stream(self, batches: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
+        """The images of each row array of ``batches`` on the run device, decoded ahead by
+        ``run.workers`` processes (:func:`salbench.data.images.stream`)."""
+        workers = loader_workers(self.cfg.run.workers, self.runtime.device)
+        return stream(self.images, batches, self.runtime.torch_device, workers)
+
     def preparation(
         self,
         images: Callable[[], Iterable[torch.Tensor]] | None = None,
@@ -190,6 +200,8 @@ def open_workspace(cfg: Config, split: str | None = None) -> Workspace:
         raise ConfigError(f"--output-root {str(root)!r} exists and is not a folder")
     cfg = with_default_checkpoint(cfg)
     runtime = setup_runtime(cfg.run)
+    if cfg.run.precision == "fp16" and runtime.device == "cpu":
+        log.warning("--precision fp16 on the CPU is emulated (tens of times slower): bf16 is native there")
     data = open_data(cfg, split=split)
     model, info = build_model(cfg.model, num_classes=data.num_classes)
     inputs = model_input_spec(cfg.model, model, int(info["num_classes"]))
