@@ -219,6 +219,21 @@ def test_costs_command_prints_and_writes(tiny, capsys):
     assert "50,000 images" in capsys.readouterr().out and not frame_path.exists()
 
 
+def test_given_times_replace_the_calibration(tiny, capsys):
+    """--per-image-ms plans for a device one does not have: seconds = the passes at the given times."""
+    path, cfg, _ = tiny
+    argv = ["--config", str(path), "--costs", "--n-images", "1000", "--per-image-ms", "2", "5"]
+    assert plan.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "1 device " in out and "8 devices" in out and "not measured here: forward 2 ms/image" in out
+    frame = pd.read_csv(f"{cfg.run.output_root}/{plan.COSTS_CSV}")
+    frame = frame[~frame.stage.str.startswith("4/5")]  # resized augmentation variants scale their passes
+    both = frame[["forward", "backward"]].min(axis=1)
+    expected = both * 0.005 + (frame.forward - both) * 0.002 + (frame.backward - both) * 0.003
+    assert len(frame) > 5 and (frame.seconds > 0).any()
+    assert ((frame.seconds - expected).abs() <= 1e-12 * expected).all()  # float64 sums of a few terms
+
+
 def test_costs_without_data_need_n_images(tmp_path, capsys):
     """The study's ImageNet config plans offline from --n-images alone (a small model stands in here)."""
     flags = [
@@ -253,6 +268,14 @@ def test_costs_without_data_need_n_images(tmp_path, capsys):
         (["--n-images", "5"], "error: --n-images goes with --costs"),
         (["--no-write"], "error: --no-write goes with --costs"),
         (["--costs", "--calibration-batches", "0"], "error: --calibration-batches must be >= 1, got 0"),
+        (
+            ["--per-image-ms", "1", "2"],
+            "error: --per-image-ms F FB goes with --costs, with 0 < F <= FB (milliseconds)",
+        ),
+        (
+            ["--costs", "--per-image-ms", "2", "1"],
+            "error: --per-image-ms F FB goes with --costs, with 0 < F <= FB (milliseconds)",
+        ),
     ],
 )
 def test_bad_flags_are_one_line(tmp_path, capsys, argv, message):

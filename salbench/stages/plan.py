@@ -290,17 +290,17 @@ class CostReport:
 
     def devices(self, k: int) -> str:
         """``1 GPU``, ``8 GPUs`` (``CPU`` when calibrated on the CPU)."""
-        unit = "GPU" if self.timing.device.startswith("cuda") else "CPU"
+        unit = {"cuda": "GPU", "cpu": "CPU"}.get(self.timing.device.split()[0].split(":")[0], "device")
         return f"{k} {unit}" + ("s" if k > 1 else "")
 
     def notes(self) -> list[str]:
         """What the numbers rest on, wrapped at 110 characters."""
         t = self.timing
         model = self.planned.stand_in or f"{self.cfg.model.name} with its weights"
+        where = f"batch {t.batch_size} (best of {t.batches} after a warm-up), {model}"
         notes = [
-            f"calibration on {t.device}, batch {t.batch_size} (best of {t.batches} after a warm-up), "
-            f"{model}: forward {t.forward_s * 1000:.3g} ms/image, forward+backward "
-            f"{t.forward_backward_s * 1000:.3g} ms/image",
+            f"calibration on {t.device}, {where if t.batches else 'not measured here'}: forward "
+            f"{t.forward_s * 1000:.3g} ms/image, forward+backward {t.forward_backward_s * 1000:.3g} ms/image",
             "units: images x label sets (x variants). fwd, bwd: forward and backward rows per unit as "
             "salbench.scoped.count_passes counts them (generation prints fwd + bwd as 'model passes/image'); "
             f"fwd-eq = fwd + {BACKWARD_COST} x bwd (a backward costs about two forwards)",
@@ -320,8 +320,11 @@ def cost_report(
     casme_checkpoint: str | None = None,
     augment_label_sets: tuple[str, ...] = ("groundtruth",),
     batches: int = 2,
+    per_image_ms: tuple[float, float] | None = None,
 ) -> CostReport:
-    """The cost plan of ``salbench run`` with ``cfg`` on ``n_images`` images (None: the run's list).
+    """The cost plan of ``salbench run`` with ``cfg`` on ``n_images`` images (None: the run's list);
+    ``per_image_ms``: (forward, forward+backward) milliseconds per image measured elsewhere (on the GPU
+    the run will use) instead of a calibration here.
 
     Raises:
         DataError: ``n_images`` is None and the run's images cannot be listed.
@@ -333,7 +336,11 @@ def cost_report(
             raise DataError(f"cannot count the run's images ({exc}); give --n-images N") from None
     runtime = setup_runtime(cfg.run)
     planned = plan_model(cfg, runtime.device)
-    timing = calibrate(planned.model, planned.shape, runtime.device, cfg.run.batch_size, batches)
+    if per_image_ms is None:
+        timing = calibrate(planned.model, planned.shape, runtime.device, cfg.run.batch_size, batches)
+    else:
+        forward, both = (v / 1000 for v in per_image_ms)
+        timing = Timing("the given times (--per-image-ms)", cfg.run.batch_size, 0, forward, both)
     rows = cost_rows(cfg, planned.shape, n_images, casme_checkpoint, augment_label_sets)
     return CostReport(cfg, n_images, planned, timing, summed(rows, timing))
 
@@ -351,6 +358,14 @@ def _arguments(p: argparse.ArgumentParser, options: Options) -> None:
         "--calibration-batches", type=int, default=2, help="timed batches per measurement (after a warm-up)"
     )
     c.add_argument("--no-write", action="store_true", help="print only (no <output_root>/plan_costs.csv)")
+    c.add_argument(
+        "--per-image-ms",
+        type=float,
+        nargs=2,
+        metavar=("FORWARD", "FORWARD_BACKWARD"),
+        help="ms per image of a forward and of a forward+backward measured on the target device, "
+        "instead of calibrating here",
+    )
 
 
 def _run(args: argparse.Namespace, options: Options) -> int:
@@ -363,6 +378,8 @@ def _run(args: argparse.Namespace, options: Options) -> int:
         raise ConfigError(f"--n-images must be >= 1, got {args.n_images}")
     if args.calibration_batches < 1:
         raise ConfigError(f"--calibration-batches must be >= 1, got {args.calibration_batches}")
+    if args.per_image_ms and not (args.costs and 0 < args.per_image_ms[0] <= args.per_image_ms[1]):
+        raise ConfigError("--per-image-ms F FB goes with --costs, with 0 < F <= FB (milliseconds)")
     cfg = config_from_args(args)
     if not args.costs:
         print("\n".join(plan_lines(cfg, args.casme_checkpoint)))
@@ -374,6 +391,7 @@ def _run(args: argparse.Namespace, options: Options) -> int:
         casme_checkpoint=args.casme_checkpoint,
         augment_label_sets=tuple(cfg.run.label_sets) if args.label_set else ("groundtruth",),
         batches=args.calibration_batches,
+        per_image_ms=args.per_image_ms,
     )
     print("\n".join(report.text()))
     if not args.no_write:
