@@ -144,8 +144,15 @@ def test_stages_record_the_precision_and_recompute_when_it_changes(tmp_path: Pat
     assert set(results.loc[results["method"] == "gradcam", "precision"]) == {"bf16"}
     sidecar = out / "embedded_resnet" / "evaluation" / "groundtruth" / "gradcam_recognition.json"
     first = json.loads(sidecar.read_text())["key"]
+    diag = pd.read_csv(out / "embedded_resnet" / "diagnostics" / "diagnostics.csv")["groundtruth_prob"]
+    per_image = pd.read_csv(sidecar.with_suffix(".csv"))["base_prob"]
+    # under bf16, Y is f(x) computed in bf16 (compared with O in one precision), not stage 1's fp32 value
+    assert not np.array_equal(per_image.to_numpy(), diag.to_numpy())
+    assert (np.abs(per_image - diag) <= 0.1 * diag).all()
     assert salbench(["evaluate", "recognition", "--method", "gradcam", *flags]) == 0
     assert json.loads(sidecar.read_text())["key"] != first  # fp32 recomputed, not reused
+    per_image = pd.read_csv(sidecar.with_suffix(".csv"))["base_prob"]
+    assert np.array_equal(per_image.to_numpy(), diag.to_numpy())  # fp32: stage 1's Y, as written
     results = pd.read_csv(out / "results.csv")
     assert set(results.loc[results["method"] == "gradcam", "precision"]) == {"fp32"}
 

@@ -53,8 +53,9 @@ class Kind:
     Attributes:
         name: ``<method>_<name>.csv`` per image.
         runs: group runs.
-        base: ``diagnostics``: Y = the stage-1 probability of the target; ``computed``: f(x)_c computed by
-            the first run that needs it and shared by the later ones.
+        base: ``diagnostics``: Y = the stage-1 probability of the target (in fp32 runs; under a reduced
+            ``run.precision`` as ``computed``); ``computed``: f(x)_c computed by the first run that
+            needs it and shared by the later ones.
     """
 
     name: str
@@ -171,7 +172,9 @@ def compute_kind(
         model=ws.model,
         mean=ws.context.mean,
         std=ws.context.std,
-        base_probs=batch.base_probs if kind.base == "diagnostics" else None,
+        # Y from stage 1 is a float32 probability; under reduced precision Y is f(x)_c computed in
+        # that precision (a curve start), so that O and Y are compared in one precision
+        base_probs=batch.base_probs if kind.base == "diagnostics" and _fp32(ws) else None,
         boxes=batch.boxes(ws) if kind.accepts("boxes") else None,
         masks=batch.masks(ws) if kind.accepts("masks") else None,
         correct=torch.as_tensor(batch.correct) if kind.accepts("correct") else None,
@@ -195,6 +198,10 @@ def compute_kind(
         arrays |= {f"{k}{run.suffix}": out[v] for k, v in run.group.arrays.items()}
     columns = {c: np.asarray(scores[c]) for c in kind.columns if c in scores}
     return {**aux, **columns}, arrays
+
+
+def _fp32(ws: Workspace) -> bool:
+    return ws.cfg.run.precision == "fp32"
 
 
 @dataclasses.dataclass
