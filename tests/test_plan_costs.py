@@ -141,9 +141,12 @@ def test_monotonicity_and_sensitivity_passes_equal_the_counted_ones(tiny):
         rows, total = _planned_evaluation(c, shape, kind, ("groundtruth",))
         got = {(r.method, r.group): r.passes for r in rows}
         # 3 x 64 x 64 entries in groups of 512 (the divisor of 12,288 nearest 64 * 64 * 32 / 224 = 585):
-        # 24 groups x 2 samples + the image
-        assert got[("gradcam", "monotonicity")] == costs.Passes(24 * 2 + 1)
-        assert got[("gradcam", "completeness")] == costs.Passes(2)
+        # 24 groups x 2 samples per method; the image once per image for every method
+        assert got[("gradcam", "monotonicity")] == costs.Passes(24 * 2)
+        assert got[(costs.SHARED, "monotonicity")] == costs.Passes(1)
+        # the image and its black baseline once per image for every method, none per method
+        assert got[(costs.SHARED, "completeness")] == costs.Passes(2)
+        assert got[(costs.ALL, "completeness")] == costs.Passes()
         if explainer == "gradient":  # the noisy copies' gradients, once per image for every method
             assert got[(costs.SHARED, "sensitivity")] == costs.Passes(2, 2)
             assert got[(costs.ALL, "sensitivity")] == costs.Passes()

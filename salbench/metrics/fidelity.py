@@ -9,6 +9,12 @@ The study's environment pinned Quantus 0.5.3, whose per-image implementation gro
 map's H*W *pixels* are sorted and cut into groups of ``features_in_step`` pixels (7 groups at 224x224),
 every channel of a group's pixels is replaced, with one uniform value per channel. That variant is
 ``grouping="pixels"`` (with ``uniform_baseline(per_channel=True)``); the default ``"entries"`` is 0.6.
+
+In a run both share the unperturbed outputs of a batch across the methods (f(x)_c, and f(black)_c for
+Completeness), computed once per batch through the :class:`~salbench.metrics.shared.StartCache`.
+
+Longer than ~400 lines: the two metrics' definitions, their Quantus deviations and the group adapters
+that share their passes are read together.
 """
 
 from __future__ import annotations
@@ -186,6 +192,7 @@ def monotonicity(
     generator: rng.Generators = None,
     max_batch: int = 256,
     tie_order: TieOrder = "stable",
+    base_probs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Monotonicity correlation (Nguyen & Martinez, "On quantitative aspects of model interpretability",
     2020, sec. 4.3; Quantus 0.6 ``MonotonicityCorrelation``).
@@ -216,6 +223,8 @@ def monotonicity(
         generator: drives the default baseline (one, or one per image).
         max_batch: rows per forward pass.
         tie_order: order of equal attributions (:func:`~salbench.metrics.ordering.entry_order`).
+        base_probs: (N,) ``f(x)_c`` already computed (by :func:`target_probs` with the same
+            ``max_batch``: shared by every method of the same images); None computes it here.
 
     Returns:
         (N,) float64 correlations in [-1, 1]; NaN where attributions or variations are constant.
@@ -248,7 +257,9 @@ def monotonicity(
 
     row_targets = targets.to(images.device).repeat_interleave(n_groups * nr_samples)
     probs = chunked_target_probs(model, build, row_targets, max_batch).to(torch.float64)
-    base = target_probs(model, images, targets.to(images.device), max_batch).to(torch.float64)
+    if base_probs is None:
+        base_probs = target_probs(model, images, targets.to(images.device), max_batch)
+    base = base_probs.to(device=images.device, dtype=torch.float64)
     inv = torch.where(base.abs() >= eps, 1.0 / base.abs().clamp_min(eps) ** 2, torch.ones_like(base))
     variation = ((probs.view(n, n_groups, nr_samples) - base.view(n, 1, 1)) ** 2).mean(dim=2)
     variation = variation * inv.view(n, 1)
@@ -284,6 +295,7 @@ def completeness(
     atol: float = 1e-4,
     rtol: float = 1e-2,
     max_batch: int = 256,
+    outputs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Completeness (Sundararajan et al., "Axiomatic attribution for deep networks", ICML 2017, sec. 3,
     Proposition 1): does ``sum_i a_i`` equal ``f(x)_c - f(x')_c``?
@@ -303,6 +315,8 @@ def completeness(
         atol: absolute tolerance of ``holds``.
         rtol: tolerance relative to ``|f(x)_c - f(x')_c|``.
         max_batch: rows per forward pass.
+        outputs: (2N,) float64 outputs of the images then the baselines, already computed (shared by
+            every method of the same images); None computes them here.
 
     Returns:
         ``(gap, holds)``: (N,) float64 ``|sum(a) - (f(x)_c - f(x')_c)|`` and (N,) bool
@@ -312,7 +326,11 @@ def completeness(
     if baselines.shape != images.shape:
         raise DataError(f"baselines: expected shape {tuple(images.shape)}, got {tuple(baselines.shape)}")
     t = targets.to(images.device)
-    both = _target_outputs(model, torch.cat([images, baselines.to(images)]), t.repeat(2), output, max_batch)
+    both = outputs
+    if both is None:
+        both = _target_outputs(
+            model, torch.cat([images, baselines.to(images)]), t.repeat(2), output, max_batch
+        )
     delta = both[: images.shape[0]] - both[images.shape[0] :]
     total = maps.detach().to(torch.float64).reshape(maps.shape[0], -1).sum(dim=1).to(delta.device)
     gap = (total - delta).abs()
@@ -349,7 +367,21 @@ class CompletenessParams(MetricParams):
     max_batch: int = 256
 
 
+def _per_batch(inputs: MetricInputs, what: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``compute()``, once per batch of images and targets for every method when a cache is given."""
+    if inputs.cache is None or inputs.ids is None:
+        return compute()
+    return inputs.cache.shared((*what, tuple(inputs.ids), tuple(inputs.targets.tolist())), compute)
+
+
 def _monotonicity(inputs: MetricInputs, params: MonotonicityParams, wanted: frozenset[str]) -> Scores:
+    """f(x)_c is computed once per batch for every method (same passes: the same numbers)."""
+    t = inputs.targets.to(inputs.images.device)
+    base = _per_batch(
+        inputs,
+        ("f(x)", params.max_batch),
+        lambda: target_probs(inputs.model, inputs.images, t, params.max_batch),
+    )
     values = monotonicity(
         inputs.model,
         inputs.images,
@@ -357,6 +389,7 @@ def _monotonicity(inputs: MetricInputs, params: MonotonicityParams, wanted: froz
         inputs.targets,
         baseline=inputs.baseline,
         generator=inputs.generator("monotonicity"),
+        base_probs=base,
         **{k: v for k, v in dataclasses.asdict(params).items() if k != "tie_share"},
     )
     tied = flag_tied(inputs.maps, params.tie_share, "monotonicity")
@@ -366,11 +399,24 @@ def _monotonicity(inputs: MetricInputs, params: MonotonicityParams, wanted: froz
 def _completeness(inputs: MetricInputs, params: CompletenessParams, wanted: frozenset[str]) -> Scores:
     """Gap and verdict from one pass over the images and their baselines (black images by default)."""
     images = inputs.images
-    baselines = inputs.baselines
-    if baselines is None:  # the study's black image
+    baselines, outputs = inputs.baselines, None
+    if baselines is None:  # the study's black image: both outputs shared by every method of the batch
         baselines = black_images(images, inputs.mean, inputs.std)
+        t = inputs.targets.to(images.device)
+        pair = torch.cat([images, baselines])
+        outputs = _per_batch(
+            inputs,
+            ("f(x), f(black)", params.output, params.max_batch),
+            lambda: _target_outputs(inputs.model, pair, t.repeat(2), params.output, params.max_batch),
+        )
     gap, holds = completeness(
-        inputs.model, images, inputs.maps, inputs.targets, baselines, **dataclasses.asdict(params)
+        inputs.model,
+        images,
+        inputs.maps,
+        inputs.targets,
+        baselines,
+        outputs=outputs,
+        **dataclasses.asdict(params),
     )
     return {"completeness_gap": to_numpy(gap), "completeness_holds": to_numpy(holds).astype(np.float64)}
 

@@ -28,7 +28,7 @@ class StartCache:
         """``compute()`` once for ``key`` while the same images are evaluated (the last few keys are
         kept: per-batch results such as sensitivity's re-explained noisy inputs, shared by methods)."""
         if key not in self._shared:
-            if len(self._shared) >= 4:
+            if len(self._shared) >= 8:
                 self._shared.clear()
             self._shared[key] = compute()
         return self._shared[key]

@@ -161,6 +161,13 @@ def _per_method_sensitivity(params: Any, method: Passes) -> Passes:
     return Passes() if params.explainer == "gradient" else sensitivity_passes(params, method)
 
 
+SHARED_PER_IMAGE = {
+    "monotonicity": (1, "f(x), once per image"),
+    "completeness": (2, "f(x) and f(black), once per image"),
+}
+"""Map-independent passes of a group computed once per image for every method (through the cache)."""
+
+
 def group_passes(group: str, params: MetricParams, shape: Shape, method: Passes) -> Passes:
     """Passes per image and method of metric group ``group`` (``method``: the method's own passes, for
     the re-explaining sensitivity); the shared passes of the recognition group are not included.
@@ -171,12 +178,12 @@ def group_passes(group: str, params: MetricParams, shape: Shape, method: Passes)
     p: Any = params
     if group == "recognition":
         return recognition_passes(p, shape.size)[0]
-    if group == "monotonicity":
-        return monotonicity_passes(p, shape)
+    if group == "monotonicity":  # f(x) once per image for every method: shared_passes
+        return monotonicity_passes(p, shape) + Passes(-1)
     if group == "sensitivity":
         return _per_method_sensitivity(p, method)
-    if group == "completeness":  # the image and its baseline, one row each
-        return Passes(2)
+    if group == "completeness":  # the image and its black baseline, once per image: shared_passes
+        return Passes()
     if group in ("complexity", "localization"):  # the maps alone
         return Passes()
     raise ConfigError(f"no pass count for metric group {group!r}: add it to {__name__}")
@@ -352,6 +359,10 @@ def evaluation_rows(
             rows.append(
                 CostRow(title, SHARED, group, n * used, shared, scale, "noisy copies, once per image")
             )
+        if run.group.name in SHARED_PER_IMAGE and any(stores.values()):
+            used = sum(1 for per in stores.values() if per)
+            k, note = SHARED_PER_IMAGE[run.group.name]
+            rows.append(CostRow(title, SHARED, group, n * used, Passes(k), scale, note))
         counted = []
         for sid in ids:
             holding = [per[sid] for per in stores.values() if sid in per]
