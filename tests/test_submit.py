@@ -25,6 +25,7 @@ def test_dry_run_prints_the_job_of_two_nodes_of_eight_gpus(tmp_path, capsys):
         "tasks_per_node": 8,  # one process per GPU
         "cpus_per_task": 8,
         "timeout_min": 1440,
+        "slurm_srun_args": ["--kill-on-bad-exit=1"],  # a failing rank ends the step, not a 4 h wait
         "gpus_per_node": 8,
         "mem_gb": 256,
         "slurm_partition": "gpu",

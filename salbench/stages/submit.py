@@ -84,6 +84,9 @@ class SlurmJob:
             "tasks_per_node": self.tasks,
             "cpus_per_task": self.cpus_per_task,
             "timeout_min": self.time_min,
+            # one task failing ends the step: the other ranks would otherwise wait in a collective
+            # until the process group's timeout (torchrun's agent does the same on one machine)
+            "slurm_srun_args": ["--kill-on-bad-exit=1"],
         }
         if self.gpus_per_node:
             params["gpus_per_node"] = self.gpus_per_node
