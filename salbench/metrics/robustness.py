@@ -52,8 +52,9 @@ def uniform_noise(lower_bound: float = 0.2) -> Perturb:
             noise = torch.rand(size, dtype=torch.float64, device=images.device)
         else:  # one draw, or image n's noise from generator n alone (salbench.rng)
             noise = rng.rand(generator, size, 1, dtype=torch.float64).to(images.device)
-        noise = noise * (2.0 * lower_bound) - lower_bound
-        return (images.unsqueeze(0).to(torch.float64) + noise).to(images.dtype)
+        # in place: the same float64 operations without two more buffers of the noise's size
+        noise.mul_(2.0 * lower_bound).sub_(lower_bound).add_(images.unsqueeze(0))
+        return noise.to(images.dtype)
 
     return perturb
 
