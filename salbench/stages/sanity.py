@@ -36,20 +36,24 @@ import torch
 from torch import nn
 
 from salbench.config import Config, TrainConfig
-from salbench.data.sources import open_data
 from salbench.errors import ConfigError
 from salbench.methods import METHODS
-from salbench.metrics.similarity import HOG_PARAMS, METRIC_IDS, similarity_scores
-from salbench.models.randomisation import LayerBlock, randomisation_blocks, randomised_copy
-from salbench.models.registry import load_checkpoint
-from salbench.models.training import load_split, train_classifier
+from salbench.metrics.similarity import HOG_PARAMS, METRIC_IDS
+from salbench.models.randomisation import LayerBlock, randomisation_blocks
 from salbench.report.sanity import figure_cascade
-from salbench.scoped import seeded_global_rng
+from salbench.runtime import distributed, rank_zero_first, world_info
 from salbench.stages.cli import Command, Options, config_from_args, configure_logging, register
 from salbench.stages.diagnostics import read_targets
-from salbench.stages.workspace import MethodExplainer, Workspace, fresh_model, open_workspace
+from salbench.stages.sanity_models import (
+    compare_methods,
+    gathered,
+    label_shuffled_model,
+    model_variants,
+    variant_names,
+)
+from salbench.stages.workspace import MethodExplainer, Workspace, open_workspace
 from salbench.stats import Bootstrap, summarise_means
-from salbench.store.outputs import atomic_path, write_csv, write_run_record
+from salbench.store.outputs import write_csv, write_run_record
 from salbench.store.results import read_results, upsert_results
 
 log = logging.getLogger(__name__)
@@ -82,50 +86,6 @@ class SanitySettings:
     train: TrainConfig | None = None
 
 
-def label_shuffled_model(ws: Workspace, train: TrainConfig, progress: bool = True) -> nn.Module:
-    """The run's architecture trained on the training split with shuffled labels (paper Sec. 4), cached.
-
-    Labels are permuted with a generator seeded by ``train.seed`` (class frequencies kept); initialisation
-    and training draw from the global RNG seeded by ``train.seed`` and restored afterwards. Validation
-    accuracy is against the true labels (near chance when the model learnt nothing of the task). The
-    checkpoint and its training history live under ``<model>/sanity/``.
-    """
-    folder = ws.layout.model_dir / "sanity"
-    ckpt = folder / f"label_shuffled_data{ws.cfg.data.embedded.seed}_seed{train.seed}_epochs{train.epochs}.pt"
-    with seeded_global_rng(ws.runtime.torch_device, train.seed):
-        model = fresh_model(ws)
-        if ckpt.is_file() and not ws.cfg.run.overwrite:
-            model.load_state_dict(load_checkpoint(ckpt)[0])
-            return model.to(ws.runtime.torch_device).eval()
-        x_train, y_train = load_split(open_data(ws.cfg, split="train", limit=0), progress)
-        val = load_split(open_data(ws.cfg, split="val", limit=0), progress)
-        perm = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(train.seed))
-        history = train_classifier(
-            model, (x_train, y_train[perm]), val, train, ws.runtime.torch_device, progress
-        )
-    write_csv(ckpt.with_suffix(".history.csv"), history)
-    meta = {"train": dataclasses.asdict(train), "labels": "shuffled", **history.iloc[-1].to_dict()}
-    with atomic_path(ckpt) as tmp:
-        torch.save(
-            {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}, tmp
-        )
-    return model.eval()
-
-
-def model_variants(
-    ws: Workspace, blocks: Sequence[LayerBlock], variants: Sequence[str], data_model: Callable[[], nn.Module]
-) -> Iterator[tuple[str, int, nn.Module]]:
-    """Yield ``(variant, level, model)`` lazily: ``cascading:<block>``, ``independent:<block>``, ``data``."""
-    for kind in ("cascading", "independent"):
-        if kind in variants:
-            for k, block in enumerate(blocks):
-                chosen = blocks[: k + 1] if kind == "cascading" else [block]
-                gen = torch.Generator().manual_seed(ws.cfg.run.seed)
-                yield f"{kind}:{block.name}", k + 1, randomised_copy(ws.model, chosen, gen)
-    if "data" in variants:
-        yield "data", 0, data_model()
-
-
 def _per_method_csv(ws: Workspace, label_set: str, store_id: str) -> Path:
     return ws.layout.model_dir / "sanity" / label_set / f"{store_id}.csv"
 
@@ -145,22 +105,6 @@ def _write_merged(path: Path, ids: list[str], frame: pd.DataFrame) -> None:
     merged = pd.concat([old[~old["variant"].isin(set(frame["variant"]))], frame], ignore_index=True)
     kind = merged["variant"].str.split(":").str[0].map({v: i for i, v in enumerate(VARIANTS)})
     write_csv(path, merged.assign(_k=kind).sort_values(["_k", "level"], kind="stable").drop(columns="_k"))
-
-
-def compare_methods(
-    explainers: Sequence[MethodExplainer], ids: list[str], models: Iterator[tuple[str, int, nn.Module]]
-) -> dict[str, pd.DataFrame]:
-    """Per store id, one row per image x variant with :data:`METRIC_IDS` (each model is built once)."""
-    reference = {e.store_id: e(e.ws.model) for e in explainers}
-    parts: dict[str, list[pd.DataFrame]] = {e.store_id: [] for e in explainers}
-    for variant, level, model in models:
-        log.info("sanity: %s", variant)
-        for e in explainers:
-            scores = similarity_scores(reference[e.store_id], e(model))
-            parts[e.store_id].append(
-                pd.DataFrame({"image_id": ids, "variant": variant, "level": level, **scores})
-            )
-    return {k: pd.concat(v, ignore_index=True) for k, v in parts.items()}
 
 
 def summarise(per_image: pd.DataFrame, intervals: Bootstrap | None = None) -> pd.DataFrame:
@@ -270,10 +214,13 @@ def _check_label_set(
     settings: SanitySettings,
     batches: list[tuple[torch.Tensor, torch.Tensor]],
     blocks: Sequence[LayerBlock],
-    models: Callable[[], Iterator[tuple[str, int, nn.Module]]],
+    models: Callable[[tuple[int, int]], Iterator[tuple[str, int, nn.Module]]],
     expected: set[str],
 ) -> tuple[dict[str, pd.DataFrame], list[dict], list[dict]]:
-    """One label set: compute the pending per-method CSVs, then ``(summaries, flags, results rows)``."""
+    """One label set: compute the pending per-method CSVs, then ``(summaries, flags, results rows)``.
+
+    Inside a process group each rank builds and explains every world-th model variant; rank 0 gathers
+    the rows, writes them and summarises (the other ranks return nothing)."""
     ids = ws.images.ids
     explainers = {
         e.store_id: e
@@ -285,9 +232,15 @@ def _check_label_set(
         if ws.cfg.run.overwrite
         or not expected <= set(_complete_rows(_per_method_csv(ws, label_set, s), ids)["variant"])
     ]
+    rank, world = world_info()
     if todo:
-        for store_id, frame in compare_methods(todo, ids, models()).items():
+        frames = compare_methods(todo, ids, models((rank, world)))
+        if world > 1:
+            frames = gathered(frames, [v for v, _ in variant_names(blocks, settings.variants)])
+        for store_id, frame in frames.items() if rank == 0 else ():
             _write_merged(_per_method_csv(ws, label_set, store_id), ids, frame)
+    if rank != 0:
+        return {}, [], []
     deepest = f"cascading:{blocks[-1].name}"  # every block randomised
     summaries, flags, rows = {}, [], []
     for store_id, e in explainers.items():
@@ -313,7 +266,9 @@ def run_sanity(ws: Workspace, settings: SanitySettings, progress: bool = True) -
     settings = dataclasses.replace(settings, variants=variants)
     blocks = randomisation_blocks(ws.model)
     out = ws.layout.model_dir / "sanity"
-    write_csv(out / "layers.csv", _layers_frame(blocks))
+    rank = world_info()[0]
+    if rank == 0:
+        write_csv(out / "layers.csv", _layers_frame(blocks))
     expected = {f"{k}:{b.name}" for k in ("cascading", "independent") if k in variants for b in blocks}
     expected |= {"data"} if "data" in variants else set()
     dev = ws.runtime.torch_device
@@ -335,9 +290,11 @@ def run_sanity(ws: Workspace, settings: SanitySettings, progress: bool = True) -
             settings,
             batches,
             blocks,
-            lambda: model_variants(ws, blocks, variants, data_model),
+            lambda part: model_variants(ws, blocks, variants, data_model, part),
             expected,
         )
+        if rank != 0:
+            continue
         frame = pd.concat([s.assign(method=m) for m, s in summaries.items()], ignore_index=True)
         write_csv(out / label_set / "summary.csv", frame[["method", *frame.columns[:-1]]])
         write_csv(out / label_set / "flags.csv", pd.DataFrame(flags))
@@ -345,6 +302,8 @@ def run_sanity(ws: Workspace, settings: SanitySettings, progress: bool = True) -
             cascade_figure(new_rows, blocks, ws.cfg.model.name, label_set, out / label_set / "cascade.png")
         all_flags.append(pd.DataFrame(flags).assign(label_set=label_set))
         rows += new_rows
+    if rank != 0:
+        return pd.DataFrame()
     upsert_results(ws.layout.results_csv, rows)
     extra = {"settings": dataclasses.asdict(settings), "hog": HOG_PARAMS}
     extra |= {"blocks": [b.name for b in blocks]}
@@ -380,8 +339,13 @@ def _run(args: argparse.Namespace, options: Options) -> int:
     settings = SanitySettings(
         tuple(args.method or DEFAULT_METHODS), variants, args.threshold, args.flag_metric, train
     )
-    ws = open_workspace(cfg)
-    flags = run_sanity(ws, settings)
+    with distributed(cfg.run.device) as (rank, _world):
+        configure_logging(args.verbose, rank)
+        with rank_zero_first():
+            ws = open_workspace(cfg)
+        flags = run_sanity(ws, settings, progress=rank == 0)
+    if rank:
+        return 0
     verdict = {True: "FAILS", False: "passes"}
     for r in flags.itertuples():
         model = verdict.get(r.fails_model_randomisation, "-")
