@@ -20,6 +20,12 @@ echo "CPUs $(nproc), GPUs $GPUS"
 step "embedded benchmark and classifier (reused when carried)"
 $PY -m salbench train --models embedded_resnet --device "$DEVICE" --progress off 2>&1 | tail -3
 
+step "every method and metric once on the GPU: the default run on the first 16 images (5 min at most)"
+mkdir -p runs/gpu_default/models && cp -rn runs/embedded/models/. runs/gpu_default/models/
+ln -sfn "$PWD/runs/embedded/benchmark" runs/gpu_default/benchmark
+timeout 300 $PY -m salbench run --device "$DEVICE" --limit 16 --output-root runs/gpu_default --progress off \
+  2>&1 | grep -E "^error|Error|Traceback|done in|^===" | tail -40
+
 step "stages under torchrun: generation and evaluation, 1 process per GPU, each precision"
 for precision in fp32 bf16 fp16; do
   $PY benchmarks/bench_scaling.py --from-run runs/embedded --device "$DEVICE" --processes 1 --threads 4 \
