@@ -263,3 +263,29 @@ def test_explain_properties_batch_equals_singles_and_state_restored():
 def test_invalid_params_rejected(kwargs):
     with pytest.raises(ConfigError):
         LimeParams(**kwargs)
+
+
+def test_superpixels_are_computed_once_per_image_seed_and_parameters(monkeypatch):
+    """The segmentation does not depend on the model: a second method (another model, e.g. a sanity
+    check's randomised copy) on the same images and seeds takes the cached maps, bit for bit."""
+    import salbench.methods.lime as lime_module
+
+    calls = []
+    real = lime_module.quickshift_segments
+    monkeypatch.setattr(lime_module, "_SEGMENTS", type(lime_module._SEGMENTS)())
+    monkeypatch.setattr(lime_module, "quickshift_segments", lambda *a, **k: calls.append(1) or real(*a, **k))
+    images = torch.rand((2, 3, 24, 24), generator=torch.Generator().manual_seed(0))
+    ctx = MethodContext(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), num_classes=3)
+    first = Lime(nn.Flatten(), ctx).segment(images, [5, 6])
+    assert len(calls) == 2
+    again = Lime(nn.Sequential(nn.Flatten()), ctx).segment(images, [5, 6])
+    assert len(calls) == 2 and all(np.array_equal(a, b) for a, b in zip(first, again))
+    Lime(nn.Flatten(), ctx).segment(images, [5, 7])  # another seed: computed
+    Lime(nn.Flatten(), ctx).segment(images + 0.01, [5, 6])  # other pixels: computed
+    assert len(calls) == 5
+    assert np.array_equal(first[0], real(images[0].permute(1, 2, 0).double().numpy(), *_lengths(ctx), 5))
+
+
+def _lengths(ctx: MethodContext) -> tuple[float, float, float]:
+    lime = Lime(nn.Flatten(), ctx)
+    return (*lime.segmentation_lengths((24, 24)), lime.params.ratio)
