@@ -145,10 +145,9 @@ def cached_segments(
     )
     if key in _SEGMENTS:
         _SEGMENTS.move_to_end(key)
-        return _SEGMENTS[key]
+        return _SEGMENTS[key].copy()  # the kept map stays as computed whatever a caller does
     seg = quickshift_segments(image, kernel_size, max_dist, ratio, seed)
-    seg.setflags(write=False)
-    _SEGMENTS[key] = seg
+    _SEGMENTS[key] = seg.copy()
     if len(_SEGMENTS) > SEGMENT_CACHE_SIZE:
         _SEGMENTS.popitem(last=False)
     return seg
