@@ -90,14 +90,6 @@ class _CheckedTarget(ClassifierOutputTarget):
         return super().__call__(model_output)
 
 
-class _PassPrecision:
-    """Runs the library's masked/ablated copies' passes in the pass precision (activations in fp32)."""
-
-    def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
-        with autocast_passes(input_tensor.device):
-            return super().get_cam_weights(input_tensor, target_layer, targets, activations, grads)
-
-
 class _ScoreCAM(ScoreCAM):
     """ScoreCAM whose masked-input batch size is a constructor argument, and whose weights are computed
     on the device without the library's per-copy ``.cpu().item()`` (a host synchronisation per masked
@@ -131,8 +123,12 @@ class _ScoreCAM(ScoreCAM):
             return torch.softmax(scores, dim=-1).cpu().numpy()
 
 
-class _AblationCAM(_PassPrecision, AblationCAM):
-    pass
+class _AblationCAM(AblationCAM):
+    """AblationCAM whose ablated copies' passes run in the pass precision (activations in float32)."""
+
+    def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
+        with autocast_passes(input_tensor.device):
+            return super().get_cam_weights(input_tensor, target_layer, targets, activations, grads)
 
 
 class _LayoutAblationLayer(AblationLayerVit):

@@ -402,12 +402,13 @@ def _completeness(inputs: MetricInputs, params: CompletenessParams, wanted: froz
     baselines, outputs = inputs.baselines, None
     if baselines is None:  # the study's black image: both outputs shared by every method of the batch
         baselines = black_images(images, inputs.mean, inputs.std)
-        t = inputs.targets.to(images.device)
-        pair = torch.cat([images, baselines])
+        t = inputs.targets.to(images.device).repeat(2)
         outputs = _per_batch(
             inputs,
-            ("f(x), f(black)", params.output, params.max_batch),
-            lambda: _target_outputs(inputs.model, pair, t.repeat(2), params.output, params.max_batch),
+            ("f(x), f(black)", tuple(inputs.mean), tuple(inputs.std), params.output, params.max_batch),
+            lambda: _target_outputs(
+                inputs.model, torch.cat([images, baselines]), t, params.output, params.max_batch
+            ),
         )
     gap, holds = completeness(
         inputs.model,

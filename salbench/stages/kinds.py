@@ -31,6 +31,7 @@ from salbench.metrics.gomez import FILLINGS, GOMEZ_GROUPS
 from salbench.metrics.localization import LOCALIZATION
 from salbench.metrics.recognition import RECOGNITION, StartCache
 from salbench.metrics.robustness import SENSITIVITY
+from salbench.scoped import current_precision
 from salbench.stages.workspace import Workspace
 from salbench.stats import Bootstrap, summarise_means
 from salbench.store.maps import MapStore
@@ -165,6 +166,7 @@ def compute_kind(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """One method's per-image columns (aux outputs first, then :attr:`Kind.columns`) and arrays for one
     batch (:class:`Batch`)."""
+    full_precision = current_precision() == "fp32"
     inputs = MetricInputs(
         maps=maps,
         images=batch.images,
@@ -172,9 +174,9 @@ def compute_kind(
         model=ws.model,
         mean=ws.context.mean,
         std=ws.context.std,
-        # Y from stage 1 is a float32 probability; under reduced precision Y is f(x)_c computed in
-        # that precision (a curve start), so that O and Y are compared in one precision
-        base_probs=batch.base_probs if kind.base == "diagnostics" and _fp32(ws) else None,
+        # Y from stage 1 is a float32 probability; under the reduced pass precision the stage set, Y is
+        # f(x)_c computed in that precision (a curve start), so that O and Y are compared in one precision
+        base_probs=batch.base_probs if kind.base == "diagnostics" and full_precision else None,
         boxes=batch.boxes(ws) if kind.accepts("boxes") else None,
         masks=batch.masks(ws) if kind.accepts("masks") else None,
         correct=torch.as_tensor(batch.correct) if kind.accepts("correct") else None,
@@ -198,10 +200,6 @@ def compute_kind(
         arrays |= {f"{k}{run.suffix}": out[v] for k, v in run.group.arrays.items()}
     columns = {c: np.asarray(scores[c]) for c in kind.columns if c in scores}
     return {**aux, **columns}, arrays
-
-
-def _fp32(ws: Workspace) -> bool:
-    return ws.cfg.run.precision == "fp32"
 
 
 @dataclasses.dataclass

@@ -269,8 +269,7 @@ def run_sanity(ws: Workspace, settings: SanitySettings, progress: bool = True) -
     rank = world_info()[0]
     if rank == 0:
         write_csv(out / "layers.csv", _layers_frame(blocks))
-    expected = {f"{k}:{b.name}" for k in ("cascading", "independent") if k in variants for b in blocks}
-    expected |= {"data"} if "data" in variants else set()
+    expected = {v for v, _ in variant_names(blocks, variants)}
     dev = ws.runtime.torch_device
     loaded = [(idx, x.to(dev)) for idx, x, _ in ws.images.batches(ws.cfg.run.batch_size)]
     cache: dict[str, nn.Module] = {}
