@@ -286,6 +286,30 @@ def test_superpixels_are_computed_once_per_image_seed_and_parameters(monkeypatch
     assert np.array_equal(first[0], real(images[0].permute(1, 2, 0).double().numpy(), *_lengths(ctx), 5))
 
 
+def test_superpixels_are_shared_by_every_target_of_an_image(monkeypatch):
+    """Quickshift is seeded with ``segment_seed`` alone: explaining the same images for other targets with
+    other per-image generators (another label set) segments nothing again."""
+    import salbench.methods.lime as lime_module
+
+    calls = []
+    real = lime_module.quickshift_segments
+    monkeypatch.setattr(lime_module, "_SEGMENTS", type(lime_module._SEGMENTS)())
+    counted = lambda *a, **k: calls.append(a[-1]) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(lime_module, "quickshift_segments", counted)
+    images = torch.rand((2, 3, 24, 24), generator=torch.Generator().manual_seed(0))
+    ctx = MethodContext(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), num_classes=3)
+    method = Lime(nn.Flatten(), ctx, LimeParams(n_samples=8))
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    method.explain(images, torch.tensor([0, 1]), gens)
+    assert calls == [42, 42]
+    other = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    method.explain(images, torch.tensor([2, 0]), other)
+    assert calls == [42, 42]  # the second label set's targets reuse both segmentations
+    seeded = Lime(nn.Flatten(), ctx, LimeParams(n_samples=8, segment_seed=7))
+    seeded.explain(images, torch.tensor([0, 1]), gens)
+    assert calls == [42, 42, 7, 7]
+
+
 def _lengths(ctx: MethodContext) -> tuple[float, float, float]:
     lime = Lime(nn.Flatten(), ctx)
     return (*lime.segmentation_lengths((24, 24)), lime.params.ratio)

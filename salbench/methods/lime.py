@@ -70,6 +70,10 @@ class LimeParams(MethodParams):
             are pixels at inputs of 112 pixels and more, scaled below (:meth:`Lime.segment`).
         segment_on: segment the de-normalised ``"pixels"`` (clipped to [0, 1]) or the
             ``"normalised"`` tensor (what the study's code passed to quickshift).
+        segment_seed: seed of quickshift's tie-breaking noise, the same for every image (42, scikit-image's
+            default when quickshift is called without one): the superpixels are a function of the image
+            alone, so they are computed once per image and shared by every target, label set and
+            sanity-check model (:func:`cached_segments`).
         max_batch: most perturbed images pushed through the model at once.
     """
 
@@ -85,6 +89,7 @@ class LimeParams(MethodParams):
     max_dist: float = 200.0
     ratio: float = 0.2
     segment_on: str = "pixels"
+    segment_seed: int = 42
     max_batch: int = 256
 
     def __post_init__(self) -> None:
@@ -133,8 +138,8 @@ def cached_segments(
     image: np.ndarray, kernel_size: float, max_dist: float, ratio: float, seed: int
 ) -> np.ndarray:
     """:func:`quickshift_segments`, computed once per process for the same image bytes, parameters and
-    seed: the sanity checks' randomised models and a label set's rows that were not copied from an
-    earlier one see the same image and seed again (the segmentation does not depend on the model)."""
+    seed: every target of an image (label sets, sanity-check models) sees the same image and
+    ``segment_seed`` again (the segmentation depends on neither the model nor the target)."""
     key = (
         hashlib.blake2b(image.tobytes(), digest_size=16).digest(),
         image.shape,
@@ -203,9 +208,10 @@ class Lime(SaliencyMethod):
     study's code computed from that 3-channel attribution), then per-map min-max: the map is the
     min-max of ``|w_k|``, so positive and negative evidence both show as salient.
 
-    Randomness: one seed per image is drawn in order from the generator; it seeds quickshift's
-    tie-breaking and a ``numpy.random.RandomState`` for the samples, as the ``lime`` package does.
-    A batch therefore equals the same images explained one at a time with the same generator.
+    Randomness: quickshift's tie-breaking is seeded with ``segment_seed`` (superpixels depend on the
+    image only); one sampling seed per image is drawn in order from the generator and seeds a
+    ``numpy.random.RandomState`` for the samples, as the ``lime`` package does. A batch therefore equals
+    the same images explained one at a time with the same generator.
     """
 
     name: ClassVar[str] = "lime"
@@ -312,8 +318,9 @@ class Lime(SaliencyMethod):
         self, images: torch.Tensor, targets: torch.Tensor, generator: rng.Generators = None
     ) -> torch.Tensor:
         """LIME maps (N,H,W) float32 in [0, 1] for normalised ``images`` (N,C,H,W), ``targets`` (N,)."""
+        p: LimeParams = self.params  # type: ignore[assignment]
         seeds = draw_seeds(generator, images.shape[0])
-        segments = self.segment(images, seeds)
+        segments = self.segment(images, [p.segment_seed] * images.shape[0])
         coefs = self.surrogate_weights(images, targets, segments, seeds)
         return lime_maps(coefs, segments, images.shape[1]).to(images.device)
 
