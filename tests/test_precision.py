@@ -16,6 +16,7 @@ Workers: the same decoding code runs in the worker processes, so the images are 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from salbench.errors import DataError
 from salbench.methods.base import Preparation
 from salbench.methods.factory import build_method
 from salbench.metrics.engine import target_probs
+from salbench.metrics.gomez import SingleStepParams
+from salbench.metrics.recognition import RecognitionParams
 from salbench.models.embedded import EmbeddedResNet
 from salbench.scoped import current_precision, pass_precision
 from salbench.stages.cli import main as salbench
@@ -77,6 +80,18 @@ def test_gradients_stay_float32_and_sampling_methods_follow_the_precision(model,
     assert low[1].dtype == torch.float32
     assert not torch.equal(low[1], reference[1])
     assert (low[1] - reference[1]).abs().max() <= 0.1
+
+
+def test_tie_tolerances_are_raised_to_the_precision_floor():
+    """Twice the unit roundoff of the pass precision: bf16 2**-7, fp16 2**-10; fp32 keeps the preset's
+    1e-5 and a tolerance already above the floor is kept."""
+    params = RecognitionParams()
+    assert params.at_precision("fp32") is params
+    assert params.at_precision("bf16").ai_tolerance == 2**-7
+    assert params.at_precision("fp16").ai_tolerance == 2**-10
+    assert RecognitionParams(ai_tolerance=0.05).at_precision("bf16").ai_tolerance == 0.05
+    assert SingleStepParams().at_precision("bf16").iic_tolerance == 2**-7
+    assert dataclasses.replace(params.at_precision("bf16"), ai_tolerance=1e-5) == params  # nothing else
 
 
 def test_unknown_precision_is_refused():
@@ -144,6 +159,8 @@ def test_stages_record_the_precision_and_recompute_when_it_changes(tmp_path: Pat
     assert set(results.loc[results["method"] == "gradcam", "precision"]) == {"bf16"}
     sidecar = out / "embedded_resnet" / "evaluation" / "groundtruth" / "gradcam_recognition.json"
     first = json.loads(sidecar.read_text())["key"]
+    recorded = json.loads(sidecar.read_text())["inputs"]["params"][0]
+    assert recorded["ai_tolerance"] == 2**-7  # bf16's near-tie floor, recorded with the outputs
     diag = pd.read_csv(out / "embedded_resnet" / "diagnostics" / "diagnostics.csv")["groundtruth_prob"]
     per_image = pd.read_csv(sidecar.with_suffix(".csv"))["base_prob"]
     # under bf16, Y is f(x) computed in bf16 (compared with O in one precision), not stage 1's fp32 value
@@ -151,6 +168,7 @@ def test_stages_record_the_precision_and_recompute_when_it_changes(tmp_path: Pat
     assert (np.abs(per_image - diag) <= 0.1 * diag).all()
     assert salbench(["evaluate", "recognition", "--method", "gradcam", *flags]) == 0
     assert json.loads(sidecar.read_text())["key"] != first  # fp32 recomputed, not reused
+    assert json.loads(sidecar.read_text())["inputs"]["params"][0]["ai_tolerance"] == 1e-5  # the preset's
     per_image = pd.read_csv(sidecar.with_suffix(".csv"))["base_prob"]
     assert np.array_equal(per_image.to_numpy(), diag.to_numpy())  # fp32: stage 1's Y, as written
     results = pd.read_csv(out / "results.csv")

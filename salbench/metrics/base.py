@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -39,10 +39,28 @@ the same probability in another batch layout or thread count differ by ~1e-7..1e
 <= 4e-7 on the embedded ResNet); 1e-5 keeps a factor 10 above that. Raise it where the model runs in
 reduced precision (TF32 or float16 convolutions move probabilities by ~1e-3 relative)."""
 
+TIE_TOLERANCE_FLOOR: dict[str, float] = {"fp32": 0.0, "bf16": 2.0**-7, "fp16": 2.0**-10}
+"""Least near-tie tolerance under each pass precision (``run.precision``): twice the unit roundoff
+(bf16 2**-8, fp16 2**-11). Probabilities of the trained embedded ResNet from bf16 passes differ from their
+float32 values by 6.5e-3 relative (median; max 2.5e-2), from fp16 passes by 7.5e-4 (max 3.8e-3): two
+probabilities closer than that are ordered by the rounding of the passes, not by the model."""
+
 
 @dataclasses.dataclass(frozen=True)
 class MetricParams:
-    """Base of every group's frozen parameter dataclass."""
+    """Base of every group's frozen parameter dataclass.
+
+    ``tie_tolerances`` names the fields that are near-tie tolerances of an indicator (``ai_tolerance``):
+    :meth:`at_precision` raises them to the pass precision's floor.
+    """
+
+    tie_tolerances: ClassVar[tuple[str, ...]] = ()
+
+    def at_precision(self, precision: str) -> MetricParams:
+        """These parameters with every tie tolerance at least :data:`TIE_TOLERANCE_FLOOR` of ``precision``."""
+        floor = TIE_TOLERANCE_FLOOR[precision]
+        raised = {f: floor for f in self.tie_tolerances if getattr(self, f) < floor}
+        return dataclasses.replace(self, **raised) if raised else self
 
 
 @dataclasses.dataclass(frozen=True)

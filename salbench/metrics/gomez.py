@@ -48,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -415,6 +415,7 @@ class SingleStepParams(MetricParams):
     max_batch: int = 1024
     iic_tolerance: float = DEFAULT_TIE_TOLERANCE
     iic_rule: TieRule = "strict"
+    tie_tolerances: ClassVar[tuple[str, ...]] = ("iic_tolerance",)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -311,6 +311,7 @@ class RecognitionParams(MetricParams):
     max_batch: int = 1024
     ai_tolerance: float = DEFAULT_TIE_TOLERANCE
     ai_rule: TieRule = "strict"
+    tie_tolerances: ClassVar[tuple[str, ...]] = ("ai_tolerance",)
 
     def as_kwargs(self) -> dict[str, Any]:
         """The fields as keyword arguments of :func:`recognition_scores` (same names)."""

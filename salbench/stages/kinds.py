@@ -84,7 +84,8 @@ class Kind:
         return any(name in r.group.accepts for r in self.runs)
 
     def params(self, ws: Workspace) -> tuple[MetricParams, ...]:
-        """Each run's parameters from its config section, the run's ``max_batch`` and its fixed values.
+        """Each run's parameters from its config section, the run's ``max_batch`` and its fixed values,
+        tie tolerances raised to the pass precision's floor (:meth:`MetricParams.at_precision`).
 
         Raises:
             ConfigError: a key of a section that none of the kind's groups of that section knows.
@@ -105,7 +106,8 @@ class Kind:
             values = {k: v for k, v in ws.cfg.metric_params(r.group.section).items() if k in names}
             if "max_batch" in names:
                 values["max_batch"] = ws.cfg.run.max_batch
-            out.append(r.group.params({**values, **r.fixed}, f"config section 'metrics.{r.group.section}'"))
+            params = r.group.params({**values, **r.fixed}, f"config section 'metrics.{r.group.section}'")
+            out.append(params.at_precision(ws.cfg.run.precision))  # near ties no finer than the passes
         return tuple(out)
 
 
