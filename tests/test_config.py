@@ -85,3 +85,5 @@ def test_shipped_presets_resolve(name):
 
     cfg = resolve_config(CONFIG_DIR / name)
     assert cfg.run.label_sets == ("groundtruth", "predicted", "least")
+    # the study transformed 1,000 images per augmentation variant; the embedded default 8
+    assert cfg.augmentations["n_images"] == (8 if name == "embedded.yaml" else 1000)
