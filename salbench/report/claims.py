@@ -130,12 +130,15 @@ def _view(frame: pd.DataFrame | ResultsView) -> ResultsView:
     return frame if isinstance(frame, ResultsView) else ResultsView(frame)
 
 
-def _compared(data: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the methods the claims compare (a row mask, also right on an empty frame)."""
-    return data.loc[compared_mask(tuple(data.index))]
+def _compared(view: ResultsView, keys: tuple[str, ...], label_set: str) -> tuple[np.ndarray, np.ndarray]:
+    """(method ids, (methods, keys) presented values) of the methods the claims compare: arrays, since a
+    claim is re-checked on every resample (the row selection is found once per view)."""
+    methods, values = view.presented_array(keys, label_set)
+    kept = view.cached(f"compared:{keys}:{label_set}", lambda: compared_mask(tuple(methods)))
+    return np.asarray(methods, dtype=object)[kept], values[kept]
 
 
-def _oriented(view: ResultsView, key: str, values: pd.Series) -> pd.Series:
+def _oriented(view: ResultsView, key: str, values: np.ndarray) -> np.ndarray:
     """Values with larger = better."""
     return values if view.higher_is_better(key) else -values
 
@@ -149,26 +152,28 @@ def claim_fakecam_top(
         f"Fake-CAM ranks in the best {share} of methods on AI and AD-bar, but not on AG and I (ground truth)"
     )
     view = _view(frame)
-    data = _compared(view.presented(("AI", "AD_bar", "AG", "I"), "groundtruth"))
+    keys = ("AI", "AD_bar", "AG", "I")
+    methods, data = _compared(view, keys, "groundtruth")
     numbers: dict[str, float] = {}
     parts, top, margins = [], {}, []
-    for key in ("AI", "AD_bar", "AG", "I"):
-        col = data[key].dropna()
-        if "fakecam" not in col.index or len(col) < 3:
+    for j, key in enumerate(keys):
+        present = np.isfinite(data[:, j])
+        col, names = data[present, j], methods[present]
+        is_fake = names == "fakecam"
+        if not is_fake.any() or len(col) < 3:
             return ClaimResult(claim, None, f"{COLUMNS[key].header}: Fake-CAM or fewer than 3 methods")
         score = _oriented(view, key, col)
-        rank = 1 + int((score > score["fakecam"]).sum())
+        fake, value = float(score[is_fake][0]), float(col[is_fake][0])
+        rank = 1 + int((score > fake).sum())
         k = math.ceil(len(col) * t.top_fraction)
         top[key] = rank <= k
         # Fake-CAM is in the best k iff it scores at least the k-th best other method
-        kth = float(score.drop("fakecam").sort_values(ascending=False).iloc[k - 1])
-        gap = float(score["fakecam"]) - kth
+        kth = float(np.sort(score[~is_fake])[::-1][k - 1])
+        gap = fake - kth
         margins.append(gap if key in ("AI", "AD_bar") else -gap)
-        numbers |= {key: float(col["fakecam"]), f"{key}_rank": float(rank), f"{key}_top": float(k)}
+        numbers |= {key: value, f"{key}_rank": float(rank), f"{key}_top": float(k)}
         numbers[f"{key}_n"] = float(len(col))
-        parts.append(
-            f"{COLUMNS[key].header} {col['fakecam']:.1f}: rank {rank}/{len(col)} (best {k}: ranks 1-{k})"
-        )
+        parts.append(f"{COLUMNS[key].header} {value:.1f}: rank {rank}/{len(col)} (best {k}: ranks 1-{k})")
     holds = top["AI"] and top["AD_bar"] and not top["AG"] and not top["I"]
     return ClaimResult(claim, holds, "Fake-CAM " + "; ".join(parts), numbers, margin=min(margins))
 
@@ -181,22 +186,29 @@ def claim_least_likely(
         f"Least-likely targets give I <= {t.least_i_max:g}, AG <= {t.least_ag_max:g} and "
         f"D-bar >= {t.least_dbar_min:g} for every method"
     )
-    data = _compared(_view(frame).presented(("I", "AG", "D_bar"), "least")).dropna(how="all")
+    keys = ("I", "AG", "D_bar")
+    methods, data = _compared(_view(frame), keys, "least")
+    rows = np.isfinite(data).any(axis=1)  # methods with at least one of the three
+    methods, data = methods[rows], data[rows]
     limits = {"I": (t.least_i_max, True), "AG": (t.least_ag_max, True), "D_bar": (t.least_dbar_min, False)}
-    present = [k for k in limits if data[k].notna().any()] if not data.empty else []
+    present = [k for j, k in enumerate(keys) if np.isfinite(data[:, j]).any()]
     if not present:
         return ClaimResult(claim, None, "no least-likely rows")
     numbers: dict[str, float] = {"n_methods": float(len(data))}
     fails, parts, margins = [], [], []
     for key in present:
         limit, is_max = limits[key]
-        col = data[key].dropna()
+        j = keys.index(key)
+        ok = np.isfinite(data[:, j])
+        col, names = data[ok, j], methods[ok]
         extreme = float(col.max() if is_max else col.min())
         margins.append(limit - extreme if is_max else extreme - limit)
         numbers[f"{key}_{'max' if is_max else 'min'}"] = extreme
         parts.append(f"{'max' if is_max else 'min'} {COLUMNS[key].header} {extreme:.1f}")
-        bad = col[col > limit] if is_max else col[col < limit]
-        fails += [f"{method_display(m).label} {COLUMNS[key].header} {v:.1f}" for m, v in bad.items()]
+        bad = col > limit if is_max else col < limit
+        fails += [
+            f"{method_display(m).label} {COLUMNS[key].header} {v:.1f}" for m, v in zip(names[bad], col[bad])
+        ]
     evidence = f"over {len(data)} methods: " + ", ".join(parts)
     missing = [COLUMNS[k].header for k in limits if k not in present]
     if missing:
@@ -212,24 +224,25 @@ def claim_gradients_lowest(
     """Claim 3: every gradient method scores below every other method on AI, AD-bar and AG (ground truth)."""
     claim = "Gradient methods score lowest on AI, AD-bar and AG: each below every non-gradient method"
     view = _view(frame)
-    data = _compared(view.presented(("AI", "AD_bar", "AG"), "groundtruth"))
-    is_grad = np.array([method_display(m).family == "Gradient" for m in data.index], dtype=bool)
+    keys = ("AI", "AD_bar", "AG")
+    methods, data = _compared(view, keys, "groundtruth")
+    is_grad = np.array([method_display(m).family == "Gradient" for m in methods], dtype=bool)
     numbers: dict[str, float] = {}
     parts, verdicts, margins = [], [], []
-    for key in ("AI", "AD_bar", "AG"):
-        score = _oriented(view, key, data[key])
-        grad, other = score[is_grad].dropna(), score[~is_grad].dropna()
-        if grad.empty or other.empty:
+    for j, key in enumerate(keys):
+        score, ok = _oriented(view, key, data[:, j]), np.isfinite(data[:, j])
+        grad, other = np.flatnonzero(is_grad & ok), np.flatnonzero(~is_grad & ok)
+        if grad.size == 0 or other.size == 0:
             return ClaimResult(claim, None, f"{COLUMNS[key].header}: no gradient or no other methods")
-        best_grad, worst_other = grad.idxmax(), other.idxmin()
-        verdicts.append(bool(grad.max() < other.min()))
-        margins.append(float(other.min() - grad.max()))
-        numbers |= {f"{key}_gradient_best": float(data.at[best_grad, key])}
-        numbers |= {f"{key}_others_worst": float(data.at[worst_other, key])}
+        best_grad, worst_other = grad[np.argmax(score[grad])], other[np.argmin(score[other])]  # first ones
+        verdicts.append(bool(score[best_grad] < score[worst_other]))
+        margins.append(float(score[worst_other] - score[best_grad]))
+        numbers |= {f"{key}_gradient_best": float(data[best_grad, j])}
+        numbers |= {f"{key}_others_worst": float(data[worst_other, j])}
         parts.append(
-            f"{COLUMNS[key].header}: best gradient {data.at[best_grad, key]:.1f} "
-            f"({method_display(best_grad).label}) vs worst other {data.at[worst_other, key]:.1f} "
-            f"({method_display(worst_other).label})"
+            f"{COLUMNS[key].header}: best gradient {data[best_grad, j]:.1f} "
+            f"({method_display(methods[best_grad]).label}) vs worst other {data[worst_other, j]:.1f} "
+            f"({method_display(methods[worst_other]).label})"
         )
     return ClaimResult(claim, all(verdicts), "; ".join(parts), numbers, margin=min(margins))
 
@@ -243,15 +256,15 @@ def claim_near_equal(
         f"variation < {t.cv_max:g} after dropping the {t.trim} lowest and {t.trim} highest"
     )
     keys = ("MS", "AS", "Complexity", "EC")
-    data = _compared(_view(frame).presented(keys, "groundtruth"))
+    _, data = _compared(_view(frame), keys, "groundtruth")
     numbers: dict[str, float] = {}
     parts, verdicts = [], []
-    for key in keys:
-        col = data[key].dropna().sort_values()
+    for j, key in enumerate(keys):
+        col = np.sort(data[np.isfinite(data[:, j]), j])
         if len(col) < 2 * t.trim + 2:
             parts.append(f"{COLUMNS[key].header}: fewer than {2 * t.trim + 2} methods")
             continue
-        kept = col.iloc[t.trim : len(col) - t.trim]
+        kept = col[t.trim : len(col) - t.trim]
         mean = float(kept.mean())
         cv = float(kept.std(ddof=0)) / abs(mean) if mean != 0 else math.inf
         numbers[f"{key}_cv"] = cv
