@@ -138,11 +138,6 @@ def _compared(view: ResultsView, keys: tuple[str, ...], label_set: str) -> tuple
     return np.asarray(methods, dtype=object)[kept], values[kept]
 
 
-def _oriented(view: ResultsView, key: str, values: np.ndarray) -> np.ndarray:
-    """Values with larger = better."""
-    return values if view.higher_is_better(key) else -values
-
-
 def claim_fakecam_top(
     frame: pd.DataFrame | ResultsView, t: ClaimThresholds = DEFAULT_THRESHOLDS
 ) -> ClaimResult:
@@ -162,7 +157,7 @@ def claim_fakecam_top(
         is_fake = names == "fakecam"
         if not is_fake.any() or len(col) < 3:
             return ClaimResult(claim, None, f"{COLUMNS[key].header}: Fake-CAM or fewer than 3 methods")
-        score = _oriented(view, key, col)
+        score = col if view.higher_is_better(key) else -col  # larger = better
         fake, value = float(score[is_fake][0]), float(col[is_fake][0])
         rank = 1 + int((score > fake).sum())
         k = math.ceil(len(col) * t.top_fraction)
@@ -230,7 +225,8 @@ def claim_gradients_lowest(
     numbers: dict[str, float] = {}
     parts, verdicts, margins = [], [], []
     for j, key in enumerate(keys):
-        score, ok = _oriented(view, key, data[:, j]), np.isfinite(data[:, j])
+        score = data[:, j] if view.higher_is_better(key) else -data[:, j]  # larger = better
+        ok = np.isfinite(data[:, j])
         grad, other = np.flatnonzero(is_grad & ok), np.flatnonzero(~is_grad & ok)
         if grad.size == 0 or other.size == 0:
             return ClaimResult(claim, None, f"{COLUMNS[key].header}: no gradient or no other methods")
