@@ -31,6 +31,7 @@ from salbench.metrics.gomez import (
     pixels_per_step,
     single_step_scores,
 )
+from salbench.metrics.shared import StartCache
 from tests._tolerance import F64_REL, default_dtype, double, dyadic_map
 
 ID_MEAN, ID_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
@@ -255,6 +256,48 @@ def test_batch_equals_single_images_unlike_package() -> None:
             model, img[i : i + 1], maps[i : i + 1], t[i : i + 1], game="insertion", mean=ID_MEAN, std=ID_STD
         )
         np.testing.assert_allclose(curves["curve"][i], one["curve"][0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.numeric
+def test_curve_ends_computed_once_per_image_for_every_game_and_method() -> None:
+    """With a cache the image itself and the whole filling are evaluated once per image, target and
+    filling: the first deletion makes every point, the insertion with the same filling only its interior,
+    a second method too; the curves equal those computed without a cache (float64: ~1e-16 relative
+    between batch layouts, so 1e-12 absolute on probabilities)."""
+    model = double(TinyCNN(seed=3))
+    gen = torch.Generator().manual_seed(7)
+    img = torch.rand(2, 3, 16, 16, generator=gen, dtype=torch.float64)
+    first, second = (torch.rand(2, 4, 4, generator=gen, dtype=torch.float64) for _ in range(2))
+    t, ids = torch.tensor([1, 2]), ("a", "b")
+    cache = StartCache()
+    kw = {"mean": ID_MEAN, "std": ID_STD, "filling": "black"}
+    rows = []
+    for maps in (first, second):
+        for game in ("deletion", "insertion"):
+            counter = ForwardCounter()
+            out = curve_scores(model, img, maps, t, game=game, counter=counter, cache=cache, ids=ids, **kw)
+            plain = curve_scores(model, img, maps, t, game=game, **kw)
+            np.testing.assert_allclose(out["curve"], plain["curve"], rtol=0, atol=1e-12)
+            rows.append(counter.rows)
+    points = plain["curve"].shape[1]  # 17: a 4x4 map, one cell per step
+    assert points == 17 and rows == [2 * points, 2 * (points - 2), 2 * (points - 2), 2 * (points - 2)]
+    counter = ForwardCounter()  # another filling: its filled end is new, the image itself is not
+    curve_scores(
+        model,
+        img,
+        first,
+        t,
+        game="insertion",
+        counter=counter,
+        cache=cache,
+        ids=ids,
+        mean=ID_MEAN,
+        std=ID_STD,
+        filling="blur",
+    )
+    assert counter.rows == 2 * (points - 1)
+    with pytest.raises(ConfigError, match="ids"):
+        curve_scores(model, img, first, t, game="deletion", cache=StartCache(), **kw)
 
 
 @pytest.mark.numeric

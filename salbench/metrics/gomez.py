@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
@@ -78,6 +78,7 @@ from salbench.metrics.perturbation import (
     pixel_ranks,
     step_counts,
 )
+from salbench.metrics.shared import StartCache
 from salbench.saliency import minmax_per_image
 
 logger = logging.getLogger(__name__)
@@ -341,11 +342,16 @@ def curve_scores(
     max_step_nb: int = MAX_STEP_NB,
     max_batch: int = 1024,
     counter: ForwardCounter | None = None,
+    cache: StartCache | None = None,
+    ids: Sequence[Hashable] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-image DAUC and DC (``game="deletion"``) or IAUC and IC (``"insertion"``) for one batch.
 
     All images x (n + 1) curve points go through the model in chunks of at most ``max_batch`` rows,
-    built lazily with :func:`~salbench.metrics.perturbation.blend_rows`.
+    built lazily with :func:`~salbench.metrics.perturbation.blend_rows`. A curve's two ends, the image
+    itself and the whole filling, do not depend on the map: with a ``cache`` they are computed once per
+    image, target and filling and taken by both games, both fillings' curves of the image and every
+    further method (the first computation's values, as for the recognition curves' ends).
 
     Args:
         model: classifier returning logits; evaluated in eval mode.
@@ -360,6 +366,9 @@ def curve_scores(
         max_step_nb: the package's 196 (14 x 14).
         max_batch: most rows per forward pass.
         counter: optional :class:`~salbench.metrics.engine.ForwardCounter`.
+        cache: :class:`~salbench.metrics.shared.StartCache` shared across methods of the same images;
+            needs ``ids``.
+        ids: (N,) hashable image ids for the cache.
 
     Returns:
         float64 arrays, NaN for skipped images: ``dauc``/``dc`` or ``iauc``/``ic`` (N,), ``curve``
@@ -382,16 +391,25 @@ def curve_scores(
     img = valid.nonzero().squeeze(1).repeat_interleave(points)
     counts = step_counts(h, w, per_step, device=images.device).repeat(img.shape[0] // points)
     changed, kept = (img + n, img) if game == "deletion" else (img, img + n)
+    targets = targets.to(device=images.device, dtype=torch.long)
+    ends = _curve_ends(cache, ids, images, targets, valid, points, game, filling, (tuple(mean), tuple(std)))
+    known = np.full(img.shape[0], np.nan)
+    for row, key in ends:
+        hit = cache.end(key)  # type: ignore[union-attr]  # ends only with a cache
+        known[row] = np.nan if hit is None else hit
+    todo = torch.from_numpy(np.flatnonzero(np.isnan(known))).to(images.device)
 
     def build(start: int, stop: int) -> torch.Tensor:
-        sl = slice(start, stop)
+        sl = todo[start:stop]
         return blend_rows(sources, changed[sl], kept[sl], ranks[img[sl]], counts[sl])
 
-    targets = targets.to(device=images.device, dtype=torch.long)
-    probs = chunked_target_probs(model, build, targets[img], max_batch, counter=counter)
+    probs = chunked_target_probs(model, build, targets[img[todo]], max_batch, counter=counter)
+    known[todo.cpu().numpy()] = probs.double().cpu().numpy()
+    for row, key in ends:
+        cache.put_end(key, float(known[row]))  # type: ignore[union-attr]  # ends only with a cache
     vnp = valid.cpu().numpy()
     curve = np.full((n, points), np.nan)
-    curve[vnp] = probs.double().cpu().numpy().reshape(-1, points)
+    curve[vnp] = known.reshape(-1, points)
     sal = step_saliency(safe, order, per_step).cpu().numpy()
     sal[~vnp] = np.nan
     change = np.diff(curve, axis=1) * (-1.0 if game == "deletion" else 1.0)
@@ -403,6 +421,31 @@ def curve_scores(
         "step_saliency": sal,
         "skipped": _skip_log(valid, f"gomez {game}"),
     }
+
+
+def _curve_ends(
+    cache: StartCache | None,
+    ids: Sequence[Hashable] | None,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    valid: torch.Tensor,
+    points: int,
+    game: Game,
+    filling: Filling,
+    norm: tuple[tuple[float, ...], tuple[float, ...]],
+) -> list[tuple[int, Hashable]]:
+    """``(row, cache key)`` of each curve's first and last point (none without a cache): the image
+    itself (``"original"``) and the whole filling (``"fill:<filling>"``), whatever the map."""
+    if cache is None:
+        return []
+    if ids is None or len(ids) != images.shape[0]:
+        raise ConfigError("ids: one id per image is required when a cache is given")
+    ends = ("original", f"fill:{filling}")[:: 1 if game == "deletion" else -1]
+    out = []
+    for j, i in enumerate(valid.nonzero().squeeze(1).tolist()):
+        image = (ids[i], int(targets[i]), "gomez", *images.shape[-2:], *norm)
+        out += [(j * points, (ends[0], *image)), (j * points + points - 1, (ends[1], *image))]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -469,6 +512,8 @@ def _curve(game: Game) -> Any:
             mean=inputs.mean,
             std=inputs.std,
             counter=inputs.counter,
+            cache=inputs.cache,
+            ids=inputs.ids if inputs.cache is not None else None,
             **dataclasses.asdict(params),
         )
 
@@ -516,7 +561,13 @@ GOMEZ_SINGLE = register(
     ),
 )
 GOMEZ_DELETION = register(
-    MetricGroup("gomez_deletion", "gomez", DeletionParams, _curve("deletion"), accepts=("counter",)),
+    MetricGroup(
+        "gomez_deletion",
+        "gomez",
+        DeletionParams,
+        _curve("deletion"),
+        accepts=("counter", "cache", "ids"),
+    ),
     MetricDef(
         "dauc",
         "gomez_deletion",
@@ -538,7 +589,13 @@ GOMEZ_DELETION = register(
     ),
 )
 GOMEZ_INSERTION = register(
-    MetricGroup("gomez_insertion", "gomez", InsertionParams, _curve("insertion"), accepts=("counter",)),
+    MetricGroup(
+        "gomez_insertion",
+        "gomez",
+        InsertionParams,
+        _curve("insertion"),
+        accepts=("counter", "cache", "ids"),
+    ),
     MetricDef(
         "iauc",
         "gomez_insertion",

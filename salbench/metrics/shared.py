@@ -23,6 +23,7 @@ class StartCache:
     def __init__(self) -> None:
         self._probs: dict[Hashable, tuple[float, float, float]] = {}
         self._shared: dict[Hashable, Any] = {}
+        self._ends: dict[Hashable, float] = {}
 
     def shared(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """``compute()`` once for ``key`` while the same images are evaluated (the last few keys are
@@ -42,3 +43,10 @@ class StartCache:
 
     def put(self, key: Hashable, probs: tuple[float, float, float]) -> None:
         self._probs[key] = probs
+
+    def end(self, key: Hashable) -> float | None:
+        """The probability of one map-independent curve end (Gomez et al.'s curves), or None."""
+        return self._ends.get(key)
+
+    def put_end(self, key: Hashable, prob: float) -> None:
+        self._ends[key] = prob
