@@ -78,7 +78,7 @@ from salbench.metrics.perturbation import (
     pixel_ranks,
     step_counts,
 )
-from salbench.metrics.shared import StartCache
+from salbench.metrics.shared import StartCache, check_ids
 from salbench.saliency import minmax_per_image
 
 logger = logging.getLogger(__name__)
@@ -397,14 +397,15 @@ def curve_scores(
     for row, key in ends:
         hit = cache.end(key)  # type: ignore[union-attr]  # ends only with a cache
         known[row] = np.nan if hit is None else hit
-    todo = torch.from_numpy(np.flatnonzero(np.isnan(known))).to(images.device)
+    todo_rows = np.flatnonzero(np.isnan(known))  # the ends not in the cache and every interior point
+    todo = torch.from_numpy(todo_rows).to(images.device)
 
     def build(start: int, stop: int) -> torch.Tensor:
         sl = todo[start:stop]
         return blend_rows(sources, changed[sl], kept[sl], ranks[img[sl]], counts[sl])
 
     probs = chunked_target_probs(model, build, targets[img[todo]], max_batch, counter=counter)
-    known[todo.cpu().numpy()] = probs.double().cpu().numpy()
+    known[todo_rows] = probs.double().cpu().numpy()
     for row, key in ends:
         cache.put_end(key, float(known[row]))  # type: ignore[union-attr]  # ends only with a cache
     vnp = valid.cpu().numpy()
@@ -436,10 +437,9 @@ def _curve_ends(
 ) -> list[tuple[int, Hashable]]:
     """``(row, cache key)`` of each curve's first and last point (none without a cache): the image
     itself (``"original"``) and the whole filling (``"fill:<filling>"``), whatever the map."""
+    check_ids(cache, ids, images.shape[0])
     if cache is None:
         return []
-    if ids is None or len(ids) != images.shape[0]:
-        raise ConfigError("ids: one id per image is required when a cache is given")
     ends = ("original", f"fill:{filling}")[:: 1 if game == "deletion" else -1]
     out = []
     for j, i in enumerate(valid.nonzero().squeeze(1).tolist()):

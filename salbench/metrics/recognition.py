@@ -60,7 +60,7 @@ from salbench.metrics.perturbation import (
     pixel_order,
     pixel_ranks,
 )
-from salbench.metrics.shared import StartCache
+from salbench.metrics.shared import StartCache, check_ids
 from salbench.scaling import blur_at_size
 
 logger = logging.getLogger(__name__)
@@ -218,8 +218,7 @@ def recognition_scores(
     """
     _validate(images, maps, targets, substrate)
     check_tie_rule(ai_tolerance, ai_rule, ("ai_tolerance", "ai_rule"))
-    if cache is not None and (ids is None or len(ids) != images.shape[0]):
-        raise ConfigError("ids: one id per image is required when a cache is given")
+    check_ids(cache, ids, images.shape[0])
     n, _, h, w = images.shape
     step = default_step(h, w) if step is None else int(step)
     steps = n_steps(h, w, step)

@@ -7,8 +7,10 @@ plain-gradient re-explanations of its noisy inputs).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
+
+from salbench.errors import ConfigError
 
 
 class StartCache:
@@ -50,3 +52,9 @@ class StartCache:
 
     def put_end(self, key: Hashable, prob: float) -> None:
         self._ends[key] = prob
+
+
+def check_ids(cache: StartCache | None, ids: Sequence[Hashable] | None, n: int) -> None:
+    """A cache is keyed by image id: with a ``cache``, ``ids`` must name each of the ``n`` images."""
+    if cache is not None and (ids is None or len(ids) != n):
+        raise ConfigError("ids: one id per image is required when a cache is given")
